@@ -1,0 +1,3 @@
+//! Supervised actors that own the state-changing work and their own pools.
+
+pub mod user;

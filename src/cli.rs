@@ -1,0 +1,125 @@
+//! The command line: `serve` (default), `migrate`, `create-admin`.
+
+use std::{sync::Arc, time::Duration};
+
+use actix::Actor;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use crate::{
+    actors::user::{Register, UserActor},
+    auth::{JwtKeys, PasswordHasher},
+    config::Settings,
+    db::{build_pool, migrate},
+    domain::{Email, Password, Role, UserName},
+    pagination::CursorCodec,
+    startup::Application,
+    telemetry,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "storefront", version, about = "E-commerce REST backend")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate {
+        /// Revert every migration instead (destroys all data).
+        #[arg(long)]
+        revert_all: bool,
+    },
+    /// Create an admin account. The password comes from
+    /// STOREFRONT_ADMIN_PASSWORD or a prompt.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// admin or super_admin.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    telemetry::init(&settings.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate { revert_all } => {
+            let url = settings.database.url.expose_secret();
+            let done = if revert_all {
+                migrate::revert_all(url).await?
+            } else {
+                migrate::run_pending(url).await?
+            };
+            let verb = if revert_all { "reverted" } else { "applied" };
+            if done.is_empty() {
+                println!("no migrations {verb}; the database is up to date");
+            }
+            for version in done {
+                println!("{verb} {version}");
+            }
+            Ok(())
+        }
+        Command::CreateAdmin { email, name, role } => create_admin(settings, &email, &name, &role).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn create_admin(settings: Settings, email: &str, name: &str, role: &str) -> anyhow::Result<()> {
+    let role: Role = role.parse().map_err(|e| anyhow::anyhow!("--role {e}"))?;
+    if role < Role::Admin {
+        anyhow::bail!("--role must be admin or super_admin");
+    }
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+    let name = UserName::parse(name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
+    let raw = match std::env::var("STOREFRONT_ADMIN_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => rpassword::prompt_password("Password for the new admin: ")?,
+    };
+    let password = Password::parse(&raw).map_err(|e| anyhow::anyhow!("password {e}"))?;
+
+    let url = settings.database.url.expose_secret().to_owned();
+    migrate::run_pending(&url).await?;
+    let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
+    let users = UserActor::new(
+        build_pool(
+            &url,
+            1,
+            Duration::from_millis(settings.database.acquire_timeout_ms),
+        ),
+        PasswordHasher::new(1),
+        Arc::new(JwtKeys::new(
+            &settings.auth.jwt_secret,
+            &settings.auth.issuer,
+            &settings.auth.audience,
+            Duration::from_secs(settings.auth.access_ttl_secs),
+        )),
+        CursorCodec::new(&secret),
+        Duration::from_secs(settings.auth.refresh_ttl_secs),
+    )
+    .start();
+    let user = users
+        .send(Register {
+            email,
+            password,
+            name,
+            role,
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("could not create the admin: {e}"))?;
+    println!("created {} {} (id {})", user.role, user.email, user.id);
+    Ok(())
+}

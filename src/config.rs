@@ -1,0 +1,411 @@
+//! Typed settings, layered: `config/default.toml`, `config/{APP_ENVIRONMENT}.toml`,
+//! the conventional variables (`DATABASE_URL`, `PORT`, ...), then `APP__SECTION__KEY`.
+
+use std::{collections::HashMap, fmt, path::Path};
+
+use config::{Map, Source, Value, ValueKind};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl TryFrom<String> for Environment {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match s.to_lowercase().as_str() {
+            "development" | "dev" | "local" => Ok(Self::Development),
+            "test" => Ok(Self::Test),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(format!(
+                "APP_ENVIRONMENT={other} is not one of development, test, production"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub oauth: OAuthSettings,
+    pub log: LogSettings,
+    #[serde(skip, default = "default_env")]
+    pub environment: Environment,
+}
+
+fn default_env() -> Environment {
+    Environment::Development
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub json_limit: usize,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub allowed_origins: Vec<String>,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub acquire_timeout_ms: u64,
+    pub migrate_on_start: bool,
+    pub pools: PoolsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PoolsSettings {
+    pub user: PoolSettings,
+    pub inventory: PoolSettings,
+    pub order: PoolSettings,
+    pub cache: PoolSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PoolSettings {
+    pub max_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: SecretString,
+}
+
+impl RedisSettings {
+    /// `None` when Redis is not configured (in-process fallbacks are used).
+    pub fn url(&self) -> Option<&str> {
+        let url = self.url.expose_secret().trim();
+        (!url.is_empty()).then_some(url)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub api_max: u32,
+    pub auth_max: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OAuthSettings {
+    pub google: OAuthProviderSettings,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct OAuthProviderSettings {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub auth_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
+    pub redirect_url: String,
+    pub success_redirect: String,
+    pub failure_redirect: String,
+}
+
+impl fmt::Debug for OAuthProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthProviderSettings")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("auth_url", &self.auth_url)
+            .field("token_url", &self.token_url)
+            .field("userinfo_url", &self.userinfo_url)
+            .field("redirect_url", &self.redirect_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The conventional variables, mapped onto their keys. They sit between the
+/// files and `APP__...`, so an explicit `APP__DATABASE__URL` still wins.
+const CONVENTIONAL: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("JWT_SECRET", "auth.jwt_secret"),
+    ("PORT", "server.port"),
+    ("ALLOWED_ORIGINS", "server.allowed_origins"),
+    ("GOOGLE_CLIENT_ID", "oauth.google.client_id"),
+    ("GOOGLE_CLIENT_SECRET", "oauth.google.client_secret"),
+];
+
+#[derive(Debug, Clone)]
+struct Conventional(HashMap<String, String>);
+
+impl Source for Conventional {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        let origin = "environment".to_string();
+        let mut map = Map::new();
+        for (var, key) in CONVENTIONAL {
+            let Some(raw) = self.0.get(*var) else { continue };
+            let kind = match *key {
+                "server.allowed_origins" => ValueKind::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Value::new(Some(&origin), s.to_string()))
+                        .collect(),
+                ),
+                _ => ValueKind::String(raw.clone()),
+            };
+            map.insert((*key).to_string(), Value::new(Some(&origin), kind));
+        }
+        Ok(map)
+    }
+}
+
+impl Settings {
+    /// Loads settings from `config/` under the current directory (or
+    /// `STOREFRONT_CONFIG_DIR`) and the process environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        let dir = std::env::var("STOREFRONT_CONFIG_DIR").unwrap_or_else(|_| {
+            // Fall back to the crate's own config/ so the binary works from any cwd
+            // inside a checkout.
+            if Path::new("config/default.toml").exists() {
+                "config".into()
+            } else {
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config").into()
+            }
+        });
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(Path::new(&dir), &env)
+    }
+
+    /// Loads from an explicit directory and variable set (tests use this to
+    /// stay independent of the process environment).
+    pub fn load_from(dir: &Path, vars: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let environment: Environment = vars
+            .get("APP_ENVIRONMENT")
+            .cloned()
+            .unwrap_or_else(|| "development".into())
+            .try_into()
+            .map_err(SettingsError::Invalid)?;
+        let app_vars: Map<String, String> = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("APP__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let built = config::Config::builder()
+            .add_source(config::File::from(dir.join("default.toml")))
+            .add_source(
+                config::File::from(dir.join(format!("{}.toml", environment.as_str()))).required(false),
+            )
+            .add_source(Conventional(vars.clone()))
+            .add_source(
+                config::Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("server.trusted_proxies")
+                    .with_list_parse_key("server.allowed_origins")
+                    .source(Some(app_vars)),
+            )
+            .build()?;
+        let mut settings: Settings = built.try_deserialize()?;
+        settings.environment = environment;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&mut self) -> Result<(), SettingsError> {
+        let secret_len = self.auth.jwt_secret.expose_secret().len();
+        if secret_len < 32 {
+            if self.environment == Environment::Production {
+                return Err(SettingsError::Invalid(format!(
+                    "auth.jwt_secret (JWT_SECRET) must be at least 32 bytes in production; it is {secret_len}"
+                )));
+            }
+            if secret_len > 0 {
+                return Err(SettingsError::Invalid(format!(
+                    "auth.jwt_secret (JWT_SECRET) must be at least 32 bytes; it is {secret_len} (leave it empty in development for a random one)"
+                )));
+            }
+            // Development without a secret: a random one for this process only.
+            let random: [u8; 32] = rand::random();
+            use base64::Engine;
+            self.auth.jwt_secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(random)
+                .into();
+        }
+        if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
+            return Err(SettingsError::Invalid("auth TTLs must be positive".into()));
+        }
+        if self.server.json_limit == 0 {
+            return Err(SettingsError::Invalid(
+                "server.json_limit must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.server.host, self.server.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_files_conventional_and_app_variables() {
+        let s = Settings::load_from(
+            dir(),
+            &vars(&[
+                ("APP_ENVIRONMENT", "test"),
+                ("PORT", "9999"),
+                ("DATABASE_URL", "postgres://a@b/c"),
+                ("ALLOWED_ORIGINS", "https://a.example, https://b.example"),
+                ("APP__RATE_LIMIT__ENABLED", "true"),
+                ("APP__RATE_LIMIT__API_MAX", "7"),
+                ("APP__SERVER__TRUSTED_PROXIES", "10.0.0.1,10.0.0.2"),
+            ]),
+        )
+        .expect("settings");
+        assert_eq!(s.environment, Environment::Test);
+        assert_eq!(s.server.port, 9999);
+        assert_eq!(s.database.url.expose_secret(), "postgres://a@b/c");
+        assert_eq!(
+            s.server.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert!(s.rate_limit.enabled);
+        assert_eq!(s.rate_limit.api_max, 7);
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn app_variables_beat_conventional_ones() {
+        let s = Settings::load_from(
+            dir(),
+            &vars(&[
+                ("APP_ENVIRONMENT", "test"),
+                ("PORT", "1"),
+                ("APP__SERVER__PORT", "2"),
+            ]),
+        )
+        .expect("settings");
+        assert_eq!(s.server.port, 2);
+    }
+
+    #[test]
+    fn production_requires_a_long_secret() {
+        let err =
+            Settings::load_from(dir(), &vars(&[("APP_ENVIRONMENT", "production")])).expect_err("must refuse");
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        let err = Settings::load_from(
+            dir(),
+            &vars(&[("APP_ENVIRONMENT", "production"), ("JWT_SECRET", "short")]),
+        )
+        .expect_err("must refuse");
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        let ok = Settings::load_from(
+            dir(),
+            &vars(&[("APP_ENVIRONMENT", "production"), ("JWT_SECRET", &"x".repeat(32))]),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn development_without_secret_gets_a_random_one() {
+        let a = Settings::load_from(dir(), &vars(&[])).expect("settings");
+        let b = Settings::load_from(dir(), &vars(&[])).expect("settings");
+        assert!(a.auth.jwt_secret.expose_secret().len() >= 32);
+        assert_ne!(
+            a.auth.jwt_secret.expose_secret(),
+            b.auth.jwt_secret.expose_secret()
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let s = Settings::load_from(
+            dir(),
+            &vars(&[
+                ("APP_ENVIRONMENT", "test"),
+                ("DATABASE_URL", "postgres://u:hunter2pass@h/db"),
+                ("JWT_SECRET", "super-secret-value-that-is-32-bytes-long"),
+                ("GOOGLE_CLIENT_SECRET", "google-secret-value"),
+                ("REDIS_URL", "redis://:redispass@h"),
+            ]),
+        )
+        .expect("settings");
+        let debug = format!("{s:?}");
+        for secret in [
+            "hunter2pass",
+            "super-secret-value",
+            "google-secret-value",
+            "redispass",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked in {debug}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    categories (id) {
+        id -> Int8,
+        #[max_length = 100]
+        name -> Varchar,
+        description -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, key) {
+        user_id -> Int8,
+        #[max_length = 255]
+        key -> Varchar,
+        request_hash -> Bytea,
+        response_status -> Nullable<Int2>,
+        response_body -> Nullable<Jsonb>,
+        order_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    order_items (id) {
+        id -> Int8,
+        order_id -> Int8,
+        product_id -> Int8,
+        quantity -> Int4,
+        unit_price -> Numeric,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Int8,
+        user_id -> Int8,
+        #[max_length = 20]
+        status -> Varchar,
+        total_amount -> Numeric,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    products (id) {
+        id -> Int8,
+        #[max_length = 255]
+        name -> Varchar,
+        description -> Nullable<Text>,
+        price -> Numeric,
+        stock_quantity -> Int4,
+        category_id -> Nullable<Int8>,
+        is_active -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Int8,
+        user_id -> Int8,
+        family_id -> Uuid,
+        token_hash -> Bytea,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Int8,
+        #[max_length = 255]
+        email -> Varchar,
+        #[max_length = 255]
+        password_hash -> Nullable<Varchar>,
+        #[max_length = 100]
+        name -> Varchar,
+        #[max_length = 20]
+        role -> Varchar,
+        is_active -> Bool,
+        #[max_length = 255]
+        google_id -> Nullable<Varchar>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(idempotency_keys -> orders (order_id));
+diesel::joinable!(idempotency_keys -> users (user_id));
+diesel::joinable!(order_items -> orders (order_id));
+diesel::joinable!(order_items -> products (product_id));
+diesel::joinable!(orders -> users (user_id));
+diesel::joinable!(products -> categories (category_id));
+diesel::joinable!(refresh_tokens -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    categories,
+    idempotency_keys,
+    order_items,
+    orders,
+    products,
+    refresh_tokens,
+    users,
+);

@@ -1,0 +1,65 @@
+//! The response envelope every `/api` response carries.
+
+use actix_web::{http::StatusCode, HttpResponse};
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::error::FieldError;
+
+#[derive(Debug, Serialize)]
+pub struct Envelope<T: Serialize> {
+    pub success: bool,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Option<Vec<FieldError>>>,
+    pub timestamp: String,
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl<T: Serialize> Envelope<T> {
+    pub fn ok(status: StatusCode, message: impl Into<String>, data: T) -> Self {
+        Self {
+            success: true,
+            message: message.into(),
+            data: Some(data),
+            errors: None,
+            timestamp: now(),
+            status_code: status.as_u16(),
+        }
+    }
+}
+
+impl Envelope<()> {
+    /// An error body; `errors` is always present (a list or null).
+    pub fn error(status: StatusCode, message: impl Into<String>, errors: Option<Vec<FieldError>>) -> Self {
+        Self {
+            success: false,
+            message: message.into(),
+            data: None,
+            errors: Some(errors),
+            timestamp: now(),
+            status_code: status.as_u16(),
+        }
+    }
+}
+
+/// 200 with data.
+pub fn ok<T: Serialize>(message: &str, data: T) -> HttpResponse {
+    respond(StatusCode::OK, message, data)
+}
+
+/// 201 with data.
+pub fn created<T: Serialize>(message: &str, data: T) -> HttpResponse {
+    respond(StatusCode::CREATED, message, data)
+}
+
+pub fn respond<T: Serialize>(status: StatusCode, message: &str, data: T) -> HttpResponse {
+    HttpResponse::build(status).json(Envelope::ok(status, message, data))
+}

@@ -1,0 +1,56 @@
+//! `Authorization: Bearer <jwt>` → `AuthUser`, or 401 with `WWW-Authenticate`.
+
+use std::future::{ready, Ready};
+
+use actix_web::{dev::Payload, http::header, FromRequest, HttpMessage, HttpRequest};
+
+use crate::{auth::AuthUser, error::AppError, startup::AppState};
+
+/// Tokens longer than this are refused before any parsing.
+const MAX_TOKEN_LEN: usize = 4096;
+
+fn authenticate(req: &HttpRequest) -> Result<AuthUser, AppError> {
+    let unauthorized = |m: &str| AppError::Unauthorized(m.to_owned());
+    let state = req
+        .app_data::<actix_web::web::Data<AppState>>()
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("AppState missing")))?;
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("Access token required"))?;
+    let value = value.to_str().map_err(|_| unauthorized("Invalid token"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("Access token required"))?;
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(unauthorized("Invalid token"));
+    }
+    let claims = state.jwt.verify(token).map_err(|e| {
+        tracing::debug!(error = %e, "rejected access token");
+        unauthorized("Invalid or expired token")
+    })?;
+    let id = claims
+        .sub
+        .parse::<i64>()
+        .map_err(|_| unauthorized("Invalid token"))?;
+    let user = AuthUser {
+        id,
+        role: claims.role,
+    };
+    // For the request log line.
+    req.extensions_mut().insert(user);
+    tracing::Span::current().record("user_id", id);
+    Ok(user)
+}
+
+impl FromRequest for AuthUser {
+    type Error = AppError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}

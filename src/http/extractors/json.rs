@@ -1,0 +1,167 @@
+//! `JsonBody<T>`: a JSON request body with API.md's failure statuses —
+//! not JSON 415, too large 413, malformed 400 — and, for a value of the wrong
+//! type, a 400 naming the offending field (`items[0].quantity`).
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{
+    dev::Payload,
+    error::PayloadError,
+    http::header,
+    web::{self, Bytes},
+    FromRequest, HttpMessage, HttpRequest,
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::{AppError, FieldError};
+
+/// Largest body accepted; set as app data from `server.json_limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimit(pub usize);
+
+pub struct JsonBody<T>(pub T);
+
+/// JSON nesting deeper than this is refused before parsing (serde_json's own
+/// recursion limit is 128; this keeps error messages ours).
+const MAX_DEPTH: usize = 64;
+
+fn too_deep(bytes: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AppError::BadRequest("Request body is required".into()));
+    }
+    if too_deep(bytes) {
+        return Err(AppError::BadRequest(format!(
+            "JSON nesting deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() && path != "." {
+            // The text up to " at line" is serde's description of the type
+            // mismatch; it names types, never internals.
+            let msg = inner.to_string();
+            let msg = msg.split(" at line").next().unwrap_or("has an invalid value");
+            AppError::Validation(vec![FieldError::new(path, msg)])
+        } else {
+            AppError::BadRequest("Malformed JSON in request body".into())
+        }
+    })
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req.app_data::<JsonLimit>().map_or(10 * 1024 * 1024, |l| l.0);
+        let is_json = req
+            .mime_type()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"));
+        if !is_json {
+            return Box::pin(async {
+                Err(AppError::UnsupportedMediaType(
+                    "Content-Type must be application/json".into(),
+                ))
+            });
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Box::pin(async move { Err(too_large(limit)) });
+        }
+        let body = web::Bytes::from_request(req, payload);
+        let fut = async move {
+            let bytes: Bytes = body.await.map_err(|e| match e.as_error::<PayloadError>() {
+                Some(PayloadError::Overflow) => too_large(limit),
+                _ => AppError::BadRequest("Could not read request body".into()),
+            })?;
+            if bytes.len() > limit {
+                return Err(too_large(limit));
+            }
+            parse(&bytes).map(JsonBody)
+        };
+        Box::pin(fut)
+    }
+}
+
+fn too_large(limit: usize) -> AppError {
+    AppError::PayloadTooLarge(format!("Request body exceeds {limit} bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        quantity: i32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        items: Vec<Item>,
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        match parse::<Body>(br#"{"items":[{"quantity":1},{"quantity":"x"}]}"#) {
+            Err(AppError::Validation(errs)) => {
+                assert_eq!(errs[0].field.as_deref(), Some("items[1].quantity"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_and_deep_json_are_bad_requests() {
+        assert!(matches!(parse::<Body>(b"{"), Err(AppError::BadRequest(_))));
+        assert!(matches!(parse::<Body>(b""), Err(AppError::BadRequest(_))));
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(matches!(
+            parse::<serde_json::Value>(deep.as_bytes()),
+            Err(AppError::BadRequest(_))
+        ));
+        // Brackets inside strings do not count.
+        let s = format!(r#"{{"items":[], "x":"{}"}}"#, "[".repeat(100));
+        assert!(parse::<Body>(s.as_bytes()).is_ok());
+    }
+}

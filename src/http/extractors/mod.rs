@@ -1,0 +1,7 @@
+//! Request extractors: bearer authentication, JSON bodies, the API version.
+
+pub mod auth;
+pub mod json;
+pub mod version;
+
+pub use json::JsonBody;

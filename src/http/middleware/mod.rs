@@ -1,0 +1,5 @@
+//! Middleware: request ids, security headers, the root tracing span.
+
+pub mod request_id;
+pub mod security_headers;
+pub mod span;

@@ -1,0 +1,9 @@
+//! The HTTP layer: thin handlers that authorize, send a typed message to an
+//! actor and map the reply to the envelope.
+
+pub mod envelope;
+pub mod errors;
+pub mod extractors;
+pub mod middleware;
+pub mod routes;
+pub mod validate;

@@ -1,0 +1,111 @@
+//! `/api/v1/auth/*`: login, refresh, logout, me.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use crate::{
+    actors::user::{GetUser, Login, Logout, Refresh},
+    auth::AuthUser,
+    error::AppError,
+    http::{envelope, extractors::JsonBody, validate::Fields},
+    startup::AppState,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/auth/login").route(web::post().to(login)))
+        .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
+        .service(web::resource("/auth/logout").route(web::post().to(logout)))
+        .service(web::resource("/auth/me").route(web::get().to(me)));
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+fn non_empty(s: &str) -> Result<String, &'static str> {
+    if s.trim().is_empty() {
+        Err("is required")
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+/// Passwords longer than the policy allows are refused before hashing, so a
+/// huge password cannot buy a long Argon2 run.
+fn bounded_password(s: &str) -> Result<String, &'static str> {
+    if s.is_empty() {
+        Err("is required")
+    } else if s.chars().count() > 128 {
+        Err("must be at most 128 characters")
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> Result<HttpResponse, AppError> {
+    let body = body.0;
+    let mut f = Fields::new();
+    let email = f.required("email", body.email.as_deref(), non_empty);
+    let password = f.required("password", body.password.as_deref(), bounded_password);
+    f.finish()?;
+    let (Some(email), Some(password)) = (email, password) else {
+        return Err(AppError::internal(anyhow::anyhow!("validated fields missing")));
+    };
+    let pair = state.users.send(Login { email, password }).await??;
+    Ok(envelope::ok("Login successful", pair))
+}
+
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    refresh_token: Option<String>,
+}
+
+fn refresh_token(body: RefreshBody) -> Result<String, AppError> {
+    let mut f = Fields::new();
+    let token = f.required("refresh_token", body.refresh_token.as_deref(), |s| {
+        if s.trim().is_empty() {
+            Err("is required")
+        } else if s.len() > 512 {
+            Err("is too long")
+        } else {
+            Ok(s.to_owned())
+        }
+    });
+    f.finish()?;
+    token.ok_or_else(|| AppError::internal(anyhow::anyhow!("validated field missing")))
+}
+
+async fn refresh(state: web::Data<AppState>, body: JsonBody<RefreshBody>) -> Result<HttpResponse, AppError> {
+    let token = refresh_token(body.0)?;
+    let pair = state.users.send(Refresh { refresh_token: token }).await??;
+    Ok(envelope::ok("Token refreshed successfully", pair))
+}
+
+async fn logout(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<RefreshBody>,
+) -> Result<HttpResponse, AppError> {
+    let token = refresh_token(body.0)?;
+    state
+        .users
+        .send(Logout {
+            user_id: caller.id,
+            refresh_token: token,
+        })
+        .await??;
+    Ok(envelope::ok("Logged out successfully", serde_json::Value::Null))
+}
+
+async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, AppError> {
+    let user = state
+        .users
+        .send(GetUser {
+            caller,
+            id: caller.id,
+        })
+        .await??;
+    Ok(envelope::ok("User retrieved successfully", user))
+}

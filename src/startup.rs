@@ -1,0 +1,173 @@
+//! `Application`: binds its own listener, wires the actors once, and serves.
+//! Tests build the very same `Application` on port 0.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix::{Addr, Arbiter, Supervisor};
+use actix_cors::Cors;
+use actix_web::{
+    dev::Server,
+    http::{header, Method},
+    middleware::{from_fn, Compress},
+    web, App, HttpServer,
+};
+use secrecy::ExposeSecret;
+use tracing_actix_web::TracingLogger;
+
+use crate::{
+    actors::user::UserActor,
+    auth::{JwtKeys, PasswordHasher},
+    config::Settings,
+    db::{build_pool, migrate},
+    http::{errors, extractors::json::JsonLimit, middleware, routes},
+    pagination::CursorCodec,
+};
+
+/// Shared, read-only state handed to every handler.
+pub struct AppState {
+    pub users: Addr<UserActor>,
+    pub jwt: Arc<JwtKeys>,
+    pub cursors: CursorCodec,
+    pub redis: Option<redis::Client>,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    /// Keeps the actor arbiters alive as long as the server.
+    _arbiters: Vec<Arbiter>,
+}
+
+impl Application {
+    /// Builds everything and binds `server.host:server.port` (port 0 picks a
+    /// free one). Must run inside an actix system (`#[actix_web::main]`,
+    /// `#[actix_web::test]`).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db_url = settings.database.url.expose_secret().to_owned();
+        if settings.database.migrate_on_start {
+            let applied = migrate::run_pending(&db_url).await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+        }
+
+        let acquire = Duration::from_millis(settings.database.acquire_timeout_ms);
+        let secret = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
+        let jwt = Arc::new(JwtKeys::new(
+            &settings.auth.jwt_secret,
+            &settings.auth.issuer,
+            &settings.auth.audience,
+            Duration::from_secs(settings.auth.access_ttl_secs),
+        ));
+        let cursors = CursorCodec::new(&secret);
+        let hasher = PasswordHasher::new(settings.auth.hash_concurrency);
+
+        // Each actor on its own Arbiter (thread), with its own pool created
+        // there, under a Supervisor that restarts it after a panic.
+        let user_arbiter = Arbiter::new();
+        let users = {
+            let (jwt, cursors) = (jwt.clone(), cursors.clone());
+            let refresh_ttl = Duration::from_secs(settings.auth.refresh_ttl_secs);
+            let (url, size) = (db_url.clone(), settings.database.pools.user.max_size);
+            Supervisor::start_in_arbiter(&user_arbiter.handle(), move |_| {
+                UserActor::new(build_pool(&url, size, acquire), hasher, jwt, cursors, refresh_ttl)
+            })
+        };
+
+        let redis = match settings.redis.url() {
+            Some(url) => Some(redis::Client::open(url)?),
+            None => None,
+        };
+
+        let state = web::Data::new(AppState {
+            users,
+            jwt,
+            cursors,
+            redis,
+        });
+
+        let listener = TcpListener::bind(settings.address())?;
+        let port = listener.local_addr()?.port();
+        let server = run(listener, state, &settings)?;
+        tracing::info!(
+            port,
+            environment = settings.environment.as_str(),
+            "storefront listening"
+        );
+        Ok(Self {
+            port,
+            server,
+            _arbiters: vec![user_arbiter],
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for arbiter in &self._arbiters {
+            arbiter.stop();
+        }
+        result
+    }
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("idempotency-key"),
+            middleware::request_id::HEADER,
+        ])
+        .expose_headers([
+            middleware::request_id::HEADER,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("idempotent-replayed"),
+            header::HeaderName::from_static("ratelimit-limit"),
+            header::HeaderName::from_static("ratelimit-remaining"),
+            header::HeaderName::from_static("ratelimit-reset"),
+        ])
+        .supports_credentials()
+        .max_age(600);
+    origins.iter().fold(cors, |c, o| c.allowed_origin(o))
+}
+
+fn run(listener: TcpListener, state: web::Data<AppState>, settings: &Settings) -> anyhow::Result<Server> {
+    let json_limit = settings.server.json_limit;
+    let origins = settings.server.allowed_origins.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            // Inner to outer: the last `wrap` sees the request first.
+            .wrap(errors::envelope_errors())
+            .wrap(Compress::default())
+            .wrap(cors(&origins))
+            .wrap(middleware::security_headers::middleware())
+            .wrap(from_fn(middleware::span::access_log))
+            .wrap(TracingLogger::<middleware::span::StorefrontRootSpan>::new())
+            .wrap(from_fn(middleware::request_id::middleware))
+            .app_data(state.clone())
+            .app_data(JsonLimit(json_limit))
+            .app_data(web::PayloadConfig::new(json_limit))
+            .app_data(web::PathConfig::default().error_handler(errors::path_error))
+            .app_data(web::QueryConfig::default().error_handler(errors::query_error))
+            .configure(routes::configure)
+            .default_service(web::to(errors::not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(settings.server.shutdown_timeout_secs);
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    Ok(server.run())
+}
