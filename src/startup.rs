@@ -3,10 +3,10 @@
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix::{Addr, Arbiter, Supervisor};
+use actix::{Addr, Arbiter, ArbiterHandle, Supervisor};
 use actix_cors::Cors;
 use actix_web::{
-    dev::Server,
+    dev::{Server, ServerHandle},
     http::{header, Method},
     middleware::{from_fn, Compress},
     web, App, HttpServer,
@@ -105,12 +105,37 @@ impl Application {
         self.port
     }
 
+    /// A handle that stops the server and the actors (tests use it on drop).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            server: self.server.handle(),
+            arbiters: self._arbiters.iter().map(Arbiter::handle).collect(),
+        }
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         for arbiter in &self._arbiters {
             arbiter.stop();
         }
         result
+    }
+}
+
+pub struct Stopper {
+    server: ServerHandle,
+    arbiters: Vec<ArbiterHandle>,
+}
+
+impl Stopper {
+    /// Stops accepting, closes connections, and stops every actor's arbiter
+    /// (which drops their pools).
+    pub fn stop(&self) {
+        // The stop command is sent at once; awaiting only waits for completion.
+        drop(self.server.stop(false));
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
     }
 }
 

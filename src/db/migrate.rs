@@ -10,6 +10,17 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 /// `pg_advisory_lock` key shared by every instance ("storefront" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x73746f7265_66726f;
 
+/// Every table of the schema, for ANALYZE.
+pub const TABLES: &[&str] = &[
+    "users",
+    "refresh_tokens",
+    "categories",
+    "products",
+    "orders",
+    "order_items",
+    "idempotency_keys",
+];
+
 type SyncConn = AsyncConnectionWrapper<AsyncPgConnection>;
 
 /// Applies pending migrations; returns the versions applied. Runs on its own
@@ -27,7 +38,8 @@ pub async fn run_pending(url: &str) -> anyhow::Result<Vec<String>> {
                 .map(ToString::to_string)
                 .collect();
             // Fresh statistics, so plans chosen on empty tables do not stick.
-            sql_query("ANALYZE").execute(conn)?;
+            // Only this schema's tables (search_path), not the whole database.
+            sql_query(format!("ANALYZE {}", TABLES.join(", "))).execute(conn)?;
             Ok(applied)
         })
     })

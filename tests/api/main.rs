@@ -1,0 +1,8 @@
+//! Integration tests: real HTTP against the real `Application` on port 0, each
+//! test with its own freshly migrated Postgres schema.
+
+mod auth;
+mod helpers;
+mod http;
+mod migrations;
+mod users;
