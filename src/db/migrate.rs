@@ -8,7 +8,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// `pg_advisory_lock` key shared by every instance ("storefront" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x73746f7265_66726f;
+const MIGRATION_LOCK_KEY: i64 = 0x7374_6f72_6566_726f;
 
 /// Every table of the schema, for ANALYZE.
 pub const TABLES: &[&str] = &[

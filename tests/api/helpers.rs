@@ -258,7 +258,6 @@ pub const PASSWORD: &str = "Passw0rd!";
 /// A registered user and a valid token pair.
 pub struct Login {
     pub id: i64,
-    pub email: String,
     pub access: String,
     pub refresh: String,
 }
@@ -327,7 +326,6 @@ impl TestApp {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         Login {
             id,
-            email: email.to_owned(),
             access: r.data()["access_token"].as_str().expect("access").to_owned(),
             refresh: r.data()["refresh_token"].as_str().expect("refresh").to_owned(),
         }

@@ -370,18 +370,13 @@ async fn concurrent_demotions_leave_a_super_admin() {
     let app = spawn_app().await;
     let a = app.user_with_role("a@example.com", "super_admin").await;
     let b = app.user_with_role("b@example.com", "super_admin").await;
-    let (pa, pb) = (format!("/api/v1/users/{}/role", b.id), format!("/api/v1/users/{}/role", a.id));
+    let (pa, pb) = (
+        format!("/api/v1/users/{}/role", b.id),
+        format!("/api/v1/users/{}/role", a.id),
+    );
     let (ra, rb) = tokio::join!(
-        app.put(
-            &pa,
-            Some(&a.access),
-            json!({"role": "user"})
-        ),
-        app.put(
-            &pb,
-            Some(&b.access),
-            json!({"role": "user"})
-        ),
+        app.put(&pa, Some(&a.access), json!({"role": "user"})),
+        app.put(&pb, Some(&b.access), json!({"role": "user"})),
     );
     let ok = [&ra, &rb].iter().filter(|r| r.status == StatusCode::OK).count();
     assert_eq!(ok, 1, "{} / {}", ra.text, rb.text);
