@@ -43,6 +43,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
+    pub inventory: InventorySettings,
+    pub orders: OrderSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub oauth: OAuthSettings,
@@ -79,12 +81,26 @@ pub struct PoolsSettings {
     pub user: PoolSettings,
     pub inventory: PoolSettings,
     pub order: PoolSettings,
-    pub cache: PoolSettings,
+    pub catalog: PoolSettings,
+    pub reads: PoolSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PoolSettings {
     pub max_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InventorySettings {
+    pub max_batch: usize,
+    pub max_wait_us: u64,
+    pub max_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderSettings {
+    pub idempotency_ttl_secs: u64,
+    pub idempotency_stale_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,7 +15,12 @@ use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
 use crate::{
-    actors::user::UserActor,
+    actors::{
+        catalog::{CatalogActor, CatalogReader},
+        inventory::InventoryActor,
+        order::OrderActor,
+        user::UserActor,
+    },
     auth::{JwtKeys, PasswordHasher},
     config::Settings,
     db::{build_pool, migrate},
@@ -26,6 +31,11 @@ use crate::{
 /// Shared, read-only state handed to every handler.
 pub struct AppState {
     pub users: Addr<UserActor>,
+    pub catalog_writer: Addr<CatalogActor>,
+    pub inventory: Addr<InventoryActor>,
+    pub orders: Addr<OrderActor>,
+    /// Catalog reads run on the HTTP workers, not through a mailbox.
+    pub catalog: CatalogReader,
     pub jwt: Arc<JwtKeys>,
     pub cursors: CursorCodec,
     pub redis: Option<redis::Client>,
@@ -74,6 +84,44 @@ impl Application {
             })
         };
 
+        let catalog_arbiter = Arbiter::new();
+        let catalog_writer = {
+            let (url, size) = (db_url.clone(), settings.database.pools.catalog.max_size);
+            Supervisor::start_in_arbiter(&catalog_arbiter.handle(), move |_| {
+                CatalogActor::new(build_pool(&url, size, acquire))
+            })
+        };
+        let catalog = CatalogReader::new(
+            build_pool(&db_url, settings.database.pools.reads.max_size, acquire),
+            cursors.clone(),
+        );
+
+        // The InventoryActor serializes every stock change; it gets a thread
+        // of its own so nothing else delays its batches.
+        let inventory_arbiter = Arbiter::new();
+        let inventory = {
+            let (url, size) = (db_url.clone(), settings.database.pools.inventory.max_size);
+            let inventory_settings = settings.inventory.clone();
+            Supervisor::start_in_arbiter(&inventory_arbiter.handle(), move |_| {
+                InventoryActor::new(build_pool(&url, size, acquire), inventory_settings)
+            })
+        };
+
+        let order_arbiter = Arbiter::new();
+        let orders = {
+            let (url, size) = (db_url.clone(), settings.database.pools.order.max_size);
+            let (inventory, cursors, order_settings) =
+                (inventory.clone(), cursors.clone(), settings.orders.clone());
+            Supervisor::start_in_arbiter(&order_arbiter.handle(), move |_| {
+                OrderActor::new(
+                    build_pool(&url, size, acquire),
+                    inventory,
+                    cursors,
+                    order_settings,
+                )
+            })
+        };
+
         let redis = match settings.redis.url() {
             Some(url) => Some(redis::Client::open(url)?),
             None => None,
@@ -81,6 +129,10 @@ impl Application {
 
         let state = web::Data::new(AppState {
             users,
+            catalog_writer,
+            inventory,
+            orders,
+            catalog,
             jwt,
             cursors,
             redis,
@@ -97,7 +149,7 @@ impl Application {
         Ok(Self {
             port,
             server,
-            _arbiters: vec![user_arbiter],
+            _arbiters: vec![user_arbiter, catalog_arbiter, inventory_arbiter, order_arbiter],
         })
     }
 

@@ -8,7 +8,7 @@ CREATE TABLE categories (
     updated_at  TIMESTAMPTZ  NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX categories_name_key ON categories (lower(name));
-CREATE INDEX categories_created_at_id_idx ON categories (created_at DESC, id DESC);
+CREATE INDEX categories_name_id_idx ON categories (name, id);
 SELECT diesel_manage_updated_at('categories');
 
 CREATE TABLE products (

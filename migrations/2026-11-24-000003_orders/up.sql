@@ -3,7 +3,7 @@ CREATE TABLE orders (
     user_id      BIGINT         NOT NULL REFERENCES users (id),
     status       VARCHAR(20)    NOT NULL DEFAULT 'pending'
                  CHECK (status IN ('pending', 'paid', 'shipped', 'delivered', 'cancelled')),
-    total_amount NUMERIC(12, 2) NOT NULL CHECK (total_amount >= 0),
+    total_amount NUMERIC(16, 2) NOT NULL CHECK (total_amount >= 0),
     created_at   TIMESTAMPTZ    NOT NULL DEFAULT now(),
     updated_at   TIMESTAMPTZ    NOT NULL DEFAULT now()
 );
@@ -29,7 +29,7 @@ CREATE TABLE idempotency_keys (
     key             VARCHAR(255) NOT NULL,
     request_hash    BYTEA        NOT NULL,
     response_status SMALLINT,
-    response_body   JSONB,
+    response_body   TEXT,
     order_id        BIGINT REFERENCES orders (id) ON DELETE SET NULL,
     created_at      TIMESTAMPTZ  NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, key)

@@ -18,7 +18,7 @@ diesel::table! {
         key -> Varchar,
         request_hash -> Bytea,
         response_status -> Nullable<Int2>,
-        response_body -> Nullable<Jsonb>,
+        response_body -> Nullable<Text>,
         order_id -> Nullable<Int8>,
         created_at -> Timestamptz,
     }

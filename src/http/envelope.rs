@@ -63,3 +63,16 @@ pub fn created<T: Serialize>(message: &str, data: T) -> HttpResponse {
 pub fn respond<T: Serialize>(status: StatusCode, message: &str, data: T) -> HttpResponse {
     HttpResponse::build(status).json(Envelope::ok(status, message, data))
 }
+
+/// The serialized body of a success envelope, for responses that must be
+/// replayed byte for byte later (idempotent orders).
+pub fn body<T: Serialize>(status: StatusCode, message: &str, data: T) -> String {
+    serde_json::to_string(&Envelope::ok(status, message, data)).unwrap_or_default()
+}
+
+/// A JSON response from an already serialized body.
+pub fn raw(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body)
+}

@@ -39,11 +39,11 @@ impl Fields {
         raw.and_then(|raw| self.parse(field, raw, parse))
     }
 
-    fn parse<T, E: ToString>(
+    fn parse<R: ?Sized, T, E: ToString>(
         &mut self,
         field: &str,
-        raw: &str,
-        parse: impl FnOnce(&str) -> Result<T, E>,
+        raw: &R,
+        parse: impl FnOnce(&R) -> Result<T, E>,
     ) -> Option<T> {
         match parse(raw) {
             Ok(v) => Some(v),
@@ -52,6 +52,33 @@ impl Fields {
                 None
             }
         }
+    }
+
+    /// A JSON value that must be present (not null) and parse.
+    pub fn required_value<T, E: ToString>(
+        &mut self,
+        field: &str,
+        raw: Option<&serde_json::Value>,
+        parse: impl FnOnce(&serde_json::Value) -> Result<T, E>,
+    ) -> Option<T> {
+        match raw.filter(|v| !v.is_null()) {
+            None => {
+                self.errors.push(FieldError::new(field, "is required"));
+                None
+            }
+            Some(v) => self.parse(field, v, parse),
+        }
+    }
+
+    /// A JSON value that may be absent or null, but must parse otherwise.
+    pub fn optional_value<T, E: ToString>(
+        &mut self,
+        field: &str,
+        raw: Option<&serde_json::Value>,
+        parse: impl FnOnce(&serde_json::Value) -> Result<T, E>,
+    ) -> Option<T> {
+        raw.filter(|v| !v.is_null())
+            .and_then(|v| self.parse(field, v, parse))
     }
 
     pub fn push(&mut self, field: &str, message: impl Into<String>) {
@@ -71,4 +98,19 @@ impl Fields {
 /// Unwraps a value `Fields` has vouched for (only called after `finish`).
 pub fn checked<T>(v: Option<T>) -> Result<T, AppError> {
     v.ok_or_else(|| AppError::internal(anyhow::anyhow!("validated field missing")))
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null`
+/// (`Some(None)`), for fields that can be cleared.
+pub fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde::Deserialize::deserialize(de).map(Some)
+}
+
+/// An integer field: JSON integers only, within `i64`.
+pub fn integer(v: &serde_json::Value) -> Result<i64, &'static str> {
+    v.as_i64().ok_or("must be an integer")
 }

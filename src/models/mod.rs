@@ -1,4 +1,8 @@
 //! Per table: the row struct, insert/update forms and the queries, side by side.
 
+pub mod category;
+pub mod idempotency;
+pub mod order;
+pub mod product;
 pub mod refresh_token;
 pub mod user;

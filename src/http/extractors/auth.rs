@@ -54,3 +54,26 @@ impl FromRequest for AuthUser {
         ready(authenticate(req))
     }
 }
+
+/// Public endpoints: no `Authorization` header is an anonymous caller; a
+/// header that does not verify is still a 401.
+pub struct OptionalAuth(pub Option<AuthUser>);
+
+impl OptionalAuth {
+    pub fn is_admin(&self) -> bool {
+        self.0.is_some_and(|u| u.role.is_admin())
+    }
+}
+
+impl FromRequest for OptionalAuth {
+    type Error = AppError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            ready(authenticate(req).map(|u| Self(Some(u))))
+        } else {
+            ready(Ok(Self(None)))
+        }
+    }
+}

@@ -2,7 +2,10 @@
 //! serve the same resources; only list endpoints differ by version.
 
 pub mod auth;
+pub mod categories;
 pub mod health;
+pub mod orders;
+pub mod products;
 pub mod users;
 
 use actix_web::web;
@@ -13,6 +16,9 @@ use crate::pagination::ApiVersion;
 fn api(cfg: &mut web::ServiceConfig) {
     auth::configure(cfg);
     users::configure(cfg);
+    categories::configure(cfg);
+    products::configure(cfg);
+    orders::configure(cfg);
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

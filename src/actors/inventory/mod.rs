@@ -1,0 +1,421 @@
+//! InventoryActor: the only writer of `products.stock_quantity`.
+//!
+//! Handles: `PlaceOrder`, `CancelOrder`, `AdjustStock` (and, for tests,
+//! `PanicNextBatch`).
+//!
+//! Requests queue up; the actor drains the queue into a batch (at most
+//! `inventory.max_batch`, after waiting `inventory.max_wait_us` for company)
+//! and runs one transaction for it: lock the product rows in id order,
+//! allocate in arrival order (all-or-nothing per order), write everything in
+//! one multi-row statement, commit once, then answer every waiting request.
+//! While a batch is in the database the mailbox keeps filling the next one.
+//!
+//! A panic inside a batch is caught: its transaction is never committed, its
+//! requests get 503, and the actor stops so its Supervisor restarts it; the
+//! requests already queued for the next batch are kept.
+
+mod allocate;
+mod sql;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    panic::AssertUnwindSafe,
+    time::Duration,
+};
+
+use actix::prelude::*;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+
+use self::allocate::{allocate, Locked, Op, Outcome, Writes};
+pub use self::allocate::{Line, Placed};
+use crate::{
+    auth::AuthUser,
+    config::InventorySettings,
+    db::{
+        schema::{order_items, orders},
+        DbPool,
+    },
+    error::AppError,
+    models::order::{OrderItem, OrderRow, OrderView},
+};
+
+pub const ORDER_CREATED: &str = "Order created successfully";
+
+type Responder = oneshot::Sender<Result<Outcome, AppError>>;
+
+pub struct InventoryActor {
+    pool: DbPool,
+    settings: InventorySettings,
+    queue: VecDeque<(Op, Responder)>,
+    running: bool,
+    panic_next_batch: bool,
+}
+
+impl InventoryActor {
+    pub fn new(pool: DbPool, settings: InventorySettings) -> Self {
+        Self {
+            pool,
+            settings,
+            queue: VecDeque::new(),
+            running: false,
+            panic_next_batch: false,
+        }
+    }
+
+    /// Queues `op` and returns the future of its outcome.
+    fn submit(&mut self, op: Op, ctx: &mut Context<Self>) -> ResponseFuture<Result<Outcome, AppError>> {
+        if self.queue.len() >= self.settings.max_queue {
+            return Box::pin(async { Err(AppError::Unavailable(anyhow::anyhow!("inventory queue full"))) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.queue.push_back((op, tx));
+        self.schedule(ctx);
+        Box::pin(async move {
+            rx.await.map_err(|_| {
+                AppError::Unavailable(anyhow::anyhow!("inventory batch was lost (actor restarted)"))
+            })?
+        })
+    }
+
+    /// Starts a batch soon, unless one is running (its completion starts the
+    /// next).
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if self.running || self.queue.is_empty() {
+            return;
+        }
+        self.running = true;
+        ctx.run_later(Duration::from_micros(self.settings.max_wait_us), |act, ctx| {
+            act.run_batch(ctx)
+        });
+    }
+
+    fn run_batch(&mut self, ctx: &mut Context<Self>) {
+        let n = self.queue.len().min(self.settings.max_batch.max(1));
+        let (ops, responders): (Vec<Op>, Vec<Responder>) = self.queue.drain(..n).unzip();
+        let pool = self.pool.clone();
+        let inject_panic = std::mem::take(&mut self.panic_next_batch);
+        let fut = AssertUnwindSafe(execute(pool, ops, inject_panic)).catch_unwind();
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.running = false;
+            match result {
+                Ok(Ok(outcomes)) => {
+                    for (tx, outcome) in responders.into_iter().zip(outcomes) {
+                        let _ = tx.send(outcome);
+                    }
+                }
+                Ok(Err(e)) => {
+                    let status = actix_web::ResponseError::status_code(&e);
+                    tracing::warn!(error = %e, %status, batch = n, "inventory batch failed; rolled back");
+                    let message = format!("{e:#}");
+                    for tx in responders {
+                        let _ = tx.send(Err(same_error(&e, &message)));
+                    }
+                }
+                Err(_) => {
+                    // Dropping the responders answers every waiting request
+                    // with an error; the transaction was never committed.
+                    tracing::error!(
+                        batch = n,
+                        "inventory batch panicked; rolled back, restarting the actor"
+                    );
+                    drop(responders);
+                    ctx.stop();
+                    return;
+                }
+            }
+            act.schedule(ctx);
+        }));
+    }
+}
+
+/// A copy of a batch-wide error for each of its requests.
+fn same_error(e: &AppError, message: &str) -> AppError {
+    match e {
+        AppError::Unavailable(_) => AppError::Unavailable(anyhow::anyhow!("{message}")),
+        _ => AppError::Internal(anyhow::anyhow!("{message}")),
+    }
+}
+
+impl Actor for InventoryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        // After a restart, requests queued before the failure still run.
+        self.running = false;
+        self.schedule(ctx);
+    }
+}
+
+impl Supervised for InventoryActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(
+            actor = "InventoryActor",
+            queued = self.queue.len(),
+            "restarting after a failure"
+        );
+    }
+}
+
+/// Places an order: 201 with the order, 409 (short stock) or 422 (unknown or
+/// inactive product). `body` is the exact 201 response body, also stored for
+/// the idempotency key when there is one.
+#[derive(Message)]
+#[rtype(result = "Result<Placed, AppError>")]
+pub struct PlaceOrder {
+    pub user_id: i64,
+    pub lines: Vec<Line>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Cancels an order and restocks its items in the same transaction.
+#[derive(Message)]
+#[rtype(result = "Result<OrderView, AppError>")]
+pub struct CancelOrder {
+    pub order_id: i64,
+    pub caller: AuthUser,
+}
+
+/// Moves a product's stock by `delta`; below zero is a 409.
+#[derive(Message)]
+#[rtype(result = "Result<StockLevel, AppError>")]
+pub struct AdjustStock {
+    pub product_id: i64,
+    pub delta: i32,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct StockLevel {
+    pub product_id: i64,
+    pub stock_quantity: i32,
+}
+
+/// Test hook: the next batch panics after locking its rows, mid-transaction.
+#[doc(hidden)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PanicNextBatch;
+
+fn unexpected() -> AppError {
+    AppError::internal(anyhow::anyhow!("unexpected inventory outcome"))
+}
+
+impl Handler<PlaceOrder> for InventoryActor {
+    type Result = ResponseFuture<Result<Placed, AppError>>;
+
+    fn handle(&mut self, msg: PlaceOrder, ctx: &mut Context<Self>) -> Self::Result {
+        let fut = self.submit(
+            Op::Place {
+                user_id: msg.user_id,
+                lines: msg.lines,
+                idempotency_key: msg.idempotency_key,
+            },
+            ctx,
+        );
+        Box::pin(async move {
+            match fut.await? {
+                Outcome::Placed(placed) => Ok(placed),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+}
+
+impl Handler<CancelOrder> for InventoryActor {
+    type Result = ResponseFuture<Result<OrderView, AppError>>;
+
+    fn handle(&mut self, msg: CancelOrder, ctx: &mut Context<Self>) -> Self::Result {
+        let fut = self.submit(
+            Op::Cancel {
+                order_id: msg.order_id,
+                caller: msg.caller,
+            },
+            ctx,
+        );
+        Box::pin(async move {
+            match fut.await? {
+                Outcome::Cancelled(order) => Ok(order),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+}
+
+impl Handler<AdjustStock> for InventoryActor {
+    type Result = ResponseFuture<Result<StockLevel, AppError>>;
+
+    fn handle(&mut self, msg: AdjustStock, ctx: &mut Context<Self>) -> Self::Result {
+        let fut = self.submit(
+            Op::Adjust {
+                product_id: msg.product_id,
+                delta: msg.delta,
+            },
+            ctx,
+        );
+        Box::pin(async move {
+            match fut.await? {
+                Outcome::Adjusted {
+                    product_id,
+                    stock_quantity,
+                } => Ok(StockLevel {
+                    product_id,
+                    stock_quantity,
+                }),
+                _ => Err(unexpected()),
+            }
+        })
+    }
+}
+
+impl Handler<PanicNextBatch> for InventoryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicNextBatch, _: &mut Context<Self>) {
+        self.panic_next_batch = true;
+    }
+}
+
+/// Runs one batch in one transaction and returns each op's outcome.
+async fn execute(
+    pool: DbPool,
+    ops: Vec<Op>,
+    inject_panic: bool,
+) -> Result<Vec<Result<Outcome, AppError>>, AppError> {
+    let mut conn = pool.get().await?;
+    conn.transaction::<_, AppError, _>(async move |conn| {
+        let orders = lock_orders(conn, &ops).await?;
+        let mut product_ids: Vec<i64> = ops
+            .iter()
+            .flat_map(|op| match op {
+                Op::Place { lines, .. } => lines.iter().map(|l| l.product_id).collect::<Vec<_>>(),
+                Op::Adjust { product_id, .. } => vec![*product_id],
+                Op::Cancel { .. } => Vec::new(),
+            })
+            .chain(orders.values().flat_map(|o| o.items.iter().map(|i| i.product_id)))
+            .collect();
+        product_ids.sort_unstable();
+        product_ids.dedup();
+        let (n_orders, n_items) = ops.iter().fold((0_i64, 0_i64), |(o, i), op| match op {
+            Op::Place { lines, .. } => (o + 1, i + lines.len() as i64),
+            _ => (o, i),
+        });
+        let rows: Vec<sql::LockedRow> = sql::LockProducts {
+            product_ids,
+            orders: n_orders,
+            items: n_items,
+        }
+        .load(conn)
+        .await?;
+        if inject_panic {
+            panic!("injected panic in the middle of an inventory batch");
+        }
+        let Some((_, _, _, _, now, order_ids, item_ids)) = <[sql::LockedRow]>::first(&rows).cloned() else {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "lock statement returned no row"
+            )));
+        };
+        let products: HashMap<i64, Locked> = rows
+            .into_iter()
+            .filter_map(|(id, price, stock, active, ..)| {
+                Some((
+                    id?,
+                    Locked {
+                        price: price?,
+                        stock: stock?,
+                        is_active: active?,
+                    },
+                ))
+            })
+            .collect();
+        let allocation = allocate(&ops, products, orders, &order_ids, &item_ids, now);
+        write(conn, allocation.writes).await?;
+        Ok(allocation.outcomes)
+    })
+    .await
+}
+
+/// Locks the orders that the batch's cancels refer to, with their items.
+async fn lock_orders(conn: &mut AsyncPgConnection, ops: &[Op]) -> Result<HashMap<i64, OrderView>, AppError> {
+    let mut ids: Vec<i64> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Cancel { order_id, .. } => Some(*order_id),
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let rows: Vec<OrderRow> = orders::table
+        .filter(orders::id.eq_any(&ids))
+        .order(orders::id)
+        .select(OrderRow::as_select())
+        .for_update()
+        .load(conn)
+        .await?;
+    let items: Vec<OrderItem> = order_items::table
+        .filter(order_items::order_id.eq_any(&ids))
+        .order(order_items::id)
+        .select(OrderItem::as_select())
+        .load(conn)
+        .await?;
+    let mut views: HashMap<i64, OrderView> = rows
+        .into_iter()
+        .map(|o| (o.id, OrderView::new(o, Vec::new())))
+        .collect();
+    for item in items {
+        if let Some(v) = views.get_mut(&item.order_id) {
+            v.items.push(item);
+        }
+    }
+    Ok(views)
+}
+
+async fn write(conn: &mut AsyncPgConnection, w: Writes) -> Result<(), AppError> {
+    if w.stock.is_empty() && w.orders.is_empty() && w.cancelled.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = sql::WriteBatch::default();
+    for (id, stock) in &w.stock {
+        stmt.stock_ids.push(*id);
+        stmt.stock_values.push(*stock);
+    }
+    for o in &w.orders {
+        stmt.order_ids.push(o.id);
+        stmt.order_users.push(o.user_id);
+        stmt.order_totals.push(o.total_amount.clone());
+        for i in &o.items {
+            stmt.item_ids.push(i.id);
+            stmt.item_orders.push(o.id);
+            stmt.item_products.push(i.product_id);
+            stmt.item_quantities.push(i.quantity);
+            stmt.item_prices.push(i.unit_price.clone());
+        }
+    }
+    stmt.cancelled = w.cancelled;
+    for (user, key, order, body) in w.idempotency {
+        stmt.key_users.push(user);
+        stmt.key_names.push(key);
+        stmt.key_orders.push(order);
+        stmt.key_bodies.push(body);
+    }
+    let expected = (
+        stmt.stock_ids.len(),
+        stmt.order_ids.len(),
+        stmt.item_ids.len(),
+        stmt.cancelled.len(),
+    );
+    let (s, o, i, c, _k): (i64, i64, i64, i64, i64) = stmt.get_result(conn).await?;
+    if (s as usize, o as usize, i as usize, c as usize) != expected {
+        return Err(AppError::internal(anyhow::anyhow!(
+            "batch wrote {:?}, expected {expected:?}",
+            (s, o, i, c)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The batch's statements. Each is a type with a static `QueryId` and constant
+//! SQL text (arrays instead of variable placeholder lists), so diesel-async
+//! keeps them as prepared statements: no parse round trip per batch.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::{
+    pg::Pg,
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
+    sql_types::{Array, BigInt, Bool, Int4, Int8, Nullable, Numeric, Text, Timestamptz},
+    QueryResult,
+};
+
+/// Locks the batch's product rows in id order (no deadlocks with other
+/// instances) and, in the same round trip, takes the transaction timestamp
+/// and enough order and item ids for every order of the batch.
+#[derive(QueryId)]
+pub struct LockProducts {
+    pub product_ids: Vec<i64>,
+    pub orders: i64,
+    pub items: i64,
+}
+
+pub type LockedRow = (
+    Option<i64>,
+    Option<BigDecimal>,
+    Option<i32>,
+    Option<bool>,
+    DateTime<Utc>,
+    Vec<i64>,
+    Vec<i64>,
+);
+
+impl QueryFragment<Pg> for LockProducts {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH seq AS MATERIALIZED (SELECT now() AS ts, \
+               ARRAY(SELECT nextval('orders_id_seq') FROM generate_series(1, ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.orders)?;
+        out.push_sql(")) AS order_ids, ARRAY(SELECT nextval('order_items_id_seq') FROM generate_series(1, ");
+        out.push_bind_param::<BigInt, _>(&self.items)?;
+        out.push_sql(
+            ")) AS item_ids), \
+             locked AS MATERIALIZED (SELECT id, price, stock_quantity, is_active FROM products \
+               WHERE id = ANY(",
+        );
+        out.push_bind_param::<Array<Int8>, _>(&self.product_ids)?;
+        out.push_sql(
+            ") ORDER BY id FOR UPDATE) \
+             SELECT l.id, l.price, l.stock_quantity, l.is_active, seq.ts, seq.order_ids, seq.item_ids \
+             FROM seq LEFT JOIN locked l ON true",
+        );
+        Ok(())
+    }
+}
+
+impl Query for LockProducts {
+    type SqlType = (
+        Nullable<Int8>,
+        Nullable<Numeric>,
+        Nullable<Int4>,
+        Nullable<Bool>,
+        Timestamptz,
+        Array<Int8>,
+        Array<Int8>,
+    );
+}
+
+/// Every write of a batch in one statement: new stock figures, new orders and
+/// their items (multi-row), cancelled orders and completed idempotency keys.
+/// Foreign keys between the new orders and items are checked at the end of
+/// the statement, when both exist.
+#[derive(QueryId, Default)]
+pub struct WriteBatch {
+    pub stock_ids: Vec<i64>,
+    pub stock_values: Vec<i32>,
+    pub order_ids: Vec<i64>,
+    pub order_users: Vec<i64>,
+    pub order_totals: Vec<BigDecimal>,
+    pub item_ids: Vec<i64>,
+    pub item_orders: Vec<i64>,
+    pub item_products: Vec<i64>,
+    pub item_quantities: Vec<i32>,
+    pub item_prices: Vec<BigDecimal>,
+    pub cancelled: Vec<i64>,
+    pub key_users: Vec<i64>,
+    pub key_names: Vec<String>,
+    pub key_orders: Vec<i64>,
+    pub key_bodies: Vec<String>,
+}
+
+impl QueryFragment<Pg> for WriteBatch {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH s AS (UPDATE products p SET stock_quantity = v.stock FROM unnest(");
+        out.push_bind_param::<Array<Int8>, _>(&self.stock_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.stock_values)?;
+        out.push_sql(
+            ") AS v(id, stock) WHERE p.id = v.id RETURNING 1), \
+             o AS (INSERT INTO orders (id, user_id, status, total_amount) \
+               SELECT id, user_id, 'pending', total FROM unnest(",
+        );
+        out.push_bind_param::<Array<Int8>, _>(&self.order_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int8>, _>(&self.order_users)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Numeric>, _>(&self.order_totals)?;
+        out.push_sql(
+            ") AS v(id, user_id, total) RETURNING 1), \
+             i AS (INSERT INTO order_items (id, order_id, product_id, quantity, unit_price) \
+               SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<Int8>, _>(&self.item_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int8>, _>(&self.item_orders)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int8>, _>(&self.item_products)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.item_quantities)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Numeric>, _>(&self.item_prices)?;
+        out.push_sql(
+            ") RETURNING 1), \
+             c AS (UPDATE orders SET status = 'cancelled' WHERE id = ANY(",
+        );
+        out.push_bind_param::<Array<Int8>, _>(&self.cancelled)?;
+        out.push_sql(
+            ") RETURNING 1), \
+             k AS (UPDATE idempotency_keys k SET response_status = 201, response_body = v.body, \
+               order_id = v.order_id FROM unnest(",
+        );
+        out.push_bind_param::<Array<Int8>, _>(&self.key_users)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.key_names)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int8>, _>(&self.key_orders)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.key_bodies)?;
+        out.push_sql(
+            ") AS v(user_id, key, order_id, body) WHERE k.user_id = v.user_id AND k.key = v.key RETURNING 1) \
+             SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM o), (SELECT count(*) FROM i), \
+                    (SELECT count(*) FROM c), (SELECT count(*) FROM k)",
+        );
+        Ok(())
+    }
+}
+
+impl Query for WriteBatch {
+    type SqlType = (BigInt, BigInt, BigInt, BigInt, BigInt);
+}

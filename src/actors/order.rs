@@ -1,0 +1,290 @@
+//! OrderActor: order reads, the status machine and idempotency.
+//!
+//! Handles: `SubmitOrder`, `GetOrder`, `ListOrders`, `ChangeStatus`.
+//!
+//! Stock-changing work (placement, cancellation) is forwarded to the
+//! InventoryActor; this actor claims the Idempotency-Key first and releases
+//! it when the order is refused, so a retry runs again.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    actors::inventory::{CancelOrder, InventoryActor, Line, PlaceOrder},
+    auth::AuthUser,
+    config::OrderSettings,
+    db::DbPool,
+    domain::{OrderStatus, Role},
+    error::AppError,
+    models::{
+        idempotency::{self, Claim},
+        order::{self, OrderCursor, OrderFilter, OrderView},
+    },
+    pagination::{CursorCodec, Page, PageRequest},
+};
+
+pub struct OrderActor {
+    pool: DbPool,
+    inventory: Addr<InventoryActor>,
+    cursors: CursorCodec,
+    settings: OrderSettings,
+}
+
+impl OrderActor {
+    pub fn new(
+        pool: DbPool,
+        inventory: Addr<InventoryActor>,
+        cursors: CursorCodec,
+        settings: OrderSettings,
+    ) -> Self {
+        Self {
+            pool,
+            inventory,
+            cursors,
+            settings,
+        }
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        // Forget idempotency keys older than their TTL, hourly.
+        ctx.run_interval(Duration::from_secs(3600), |act, ctx| {
+            let (pool, ttl) = (
+                act.pool.clone(),
+                Duration::from_secs(act.settings.idempotency_ttl_secs),
+            );
+            ctx.spawn(
+                async move {
+                    let result = match pool.get().await {
+                        Ok(mut conn) => idempotency::purge(&mut conn, ttl)
+                            .await
+                            .map_err(anyhow::Error::from),
+                        Err(e) => Err(e.into()),
+                    };
+                    match result {
+                        Ok(n) => tracing::debug!(purged = n, "expired idempotency keys removed"),
+                        Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                    }
+                }
+                .into_actor(act),
+            );
+        });
+    }
+}
+
+impl Supervised for OrderActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(actor = "OrderActor", "restarting after a failure");
+    }
+}
+
+type Reply<T> = ResponseFuture<Result<T, AppError>>;
+
+fn not_found() -> AppError {
+    AppError::NotFound("Order not found".into())
+}
+
+/// A validated order request. `idempotency` is the key and the hash of the
+/// request it came with.
+#[derive(Message)]
+#[rtype(result = "Result<Submitted, AppError>")]
+pub struct SubmitOrder {
+    pub caller: AuthUser,
+    pub lines: Vec<Line>,
+    pub idempotency: Option<(String, Vec<u8>)>,
+}
+
+/// The response to send: the 201 body of a new order, or a replay.
+#[derive(Debug)]
+pub struct Submitted {
+    pub status: u16,
+    pub body: String,
+    pub replayed: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<OrderView, AppError>")]
+pub struct GetOrder {
+    pub caller: AuthUser,
+    pub id: i64,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Page<OrderView>, AppError>")]
+pub struct ListOrders {
+    pub filter: OrderFilter,
+    pub page: PageRequest<OrderCursor>,
+}
+
+pub const ORDERS_CURSOR_SCOPE: &str = "orders:-created_at";
+
+/// Moves an order along the status machine; `cancelled` restocks through the
+/// InventoryActor. The caller's right to do so is checked by the handler
+/// (admins for PATCH, owner or admin for cancel).
+#[derive(Message)]
+#[rtype(result = "Result<OrderView, AppError>")]
+pub struct ChangeStatus {
+    pub caller: AuthUser,
+    pub id: i64,
+    pub status: OrderStatus,
+}
+
+impl Handler<SubmitOrder> for OrderActor {
+    type Result = Reply<Submitted>;
+
+    fn handle(&mut self, msg: SubmitOrder, _: &mut Context<Self>) -> Self::Result {
+        let (pool, inventory) = (self.pool.clone(), self.inventory.clone());
+        let ttl = Duration::from_secs(self.settings.idempotency_ttl_secs);
+        let stale = Duration::from_secs(self.settings.idempotency_stale_secs);
+        Box::pin(async move {
+            let user_id = msg.caller.id;
+            let key = match msg.idempotency {
+                None => None,
+                Some((key, hash)) => {
+                    let mut conn = pool.get().await?;
+                    match idempotency::claim(&mut conn, user_id, &key, &hash, ttl, stale).await? {
+                        Claim::Fresh => Some(key),
+                        Claim::Replay { status, body } => {
+                            return Ok(Submitted {
+                                status,
+                                body,
+                                replayed: true,
+                            })
+                        }
+                        Claim::Mismatch => {
+                            return Err(AppError::unprocessable(
+                                "Idempotency-Key was already used with a different request body",
+                                Vec::new(),
+                            ))
+                        }
+                        Claim::InFlight => {
+                            return Err(AppError::conflict(
+                                "A request with this Idempotency-Key is still being processed",
+                            ))
+                        }
+                    }
+                }
+            };
+            let result = inventory
+                .send(PlaceOrder {
+                    user_id,
+                    lines: msg.lines,
+                    idempotency_key: key.clone(),
+                })
+                .await
+                .map_err(AppError::from)
+                .and_then(|r| r);
+            match result {
+                Ok(placed) => Ok(Submitted {
+                    status: 201,
+                    body: placed.body,
+                    replayed: false,
+                }),
+                Err(e) => {
+                    // Refused orders free the key so a retry runs again. After
+                    // a 5xx the outcome is unknown (the commit may have
+                    // happened), so the claim stays: the stored response, or
+                    // the stale timeout, decides the retry.
+                    if let (Some(key), AppError::Conflict { .. } | AppError::Unprocessable { .. }) =
+                        (&key, &e)
+                    {
+                        let mut conn = pool.get().await?;
+                        idempotency::release(&mut conn, user_id, key).await?;
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// Loads an order the caller may see (owner or admin); others get 404.
+async fn visible(pool: &DbPool, caller: AuthUser, id: i64) -> Result<OrderView, AppError> {
+    let mut conn = pool.get().await?;
+    order::find(&mut conn, id)
+        .await?
+        .filter(|o| o.user_id == caller.id || caller.role >= Role::Admin)
+        .ok_or_else(not_found)
+}
+
+impl Handler<GetOrder> for OrderActor {
+    type Result = Reply<OrderView>;
+
+    fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move { visible(&pool, msg.caller, msg.id).await })
+    }
+}
+
+impl Handler<ListOrders> for OrderActor {
+    type Result = Reply<Page<OrderView>>;
+
+    fn handle(&mut self, msg: ListOrders, _: &mut Context<Self>) -> Self::Result {
+        let (pool, cursors) = (self.pool.clone(), self.cursors.clone());
+        Box::pin(async move {
+            let mut conn = pool.get().await?;
+            Ok(match msg.page {
+                PageRequest::Offset { page, limit } => {
+                    let (items, total) =
+                        order::list_offset(&mut conn, &msg.filter, (page - 1) * limit, limit).await?;
+                    Page::Offset {
+                        items,
+                        page,
+                        limit,
+                        total,
+                    }
+                }
+                PageRequest::Keyset { after, limit } => {
+                    let after = after
+                        .map(|(micros, id)| {
+                            DateTime::<Utc>::from_timestamp_micros(micros)
+                                .map(|ts| (ts, id))
+                                .ok_or_else(|| {
+                                    AppError::invalid_field("cursor", "is invalid or was tampered with")
+                                })
+                        })
+                        .transpose()?;
+                    let rows = order::list_keyset(&mut conn, &msg.filter, after, limit + 1).await?;
+                    cursors.keyset_page(ORDERS_CURSOR_SCOPE, rows, limit, |o| {
+                        (o.created_at.timestamp_micros(), o.id)
+                    })
+                }
+            })
+        })
+    }
+}
+
+impl Handler<ChangeStatus> for OrderActor {
+    type Result = Reply<OrderView>;
+
+    fn handle(&mut self, msg: ChangeStatus, _: &mut Context<Self>) -> Self::Result {
+        let (pool, inventory) = (self.pool.clone(), self.inventory.clone());
+        Box::pin(async move {
+            let ChangeStatus { caller, id, status } = msg;
+            if status == OrderStatus::Cancelled {
+                return inventory.send(CancelOrder { order_id: id, caller }).await?;
+            }
+            let current = visible(&pool, caller, id).await?;
+            let from = current.status().ok_or_else(|| {
+                AppError::internal(anyhow::anyhow!("unknown order status {}", current.status))
+            })?;
+            let invalid =
+                || AppError::conflict(format!("Cannot change order status from {from} to {status}"));
+            if !from.can_become(status) {
+                return Err(invalid());
+            }
+            let mut conn = pool.get().await?;
+            // Conditional on the status read above: a concurrent change wins
+            // and this one is refused.
+            order::transition(&mut conn, id, from, status)
+                .await?
+                .ok_or_else(invalid)
+        })
+    }
+}

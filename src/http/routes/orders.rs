@@ -1,0 +1,321 @@
+//! `/api/v{1,2}/orders`: placement (with Idempotency-Key), reads, cancel and
+//! the admin status machine.
+
+use std::collections::HashMap;
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    actors::{
+        inventory::Line,
+        order::{ChangeStatus, GetOrder, ListOrders, SubmitOrder, ORDERS_CURSOR_SCOPE},
+    },
+    auth::AuthUser,
+    domain::{OrderStatus, Quantity, Role},
+    error::{AppError, FieldError},
+    http::{
+        envelope,
+        extractors::JsonBody,
+        validate::{checked, integer, Fields},
+    },
+    models::order::OrderFilter,
+    pagination::{ApiVersion, PageParams},
+    startup::AppState,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/orders")
+            .route(web::post().to(place))
+            .route(web::get().to(list)),
+    )
+    .service(web::resource("/orders/{id}").route(web::get().to(get)))
+    .service(web::resource("/orders/{id}/cancel").route(web::post().to(cancel)))
+    .service(web::resource("/orders/{id}/status").route(web::patch().to(change_status)));
+}
+
+pub const MAX_LINES: usize = 100;
+
+#[derive(Deserialize)]
+pub struct PlaceBody {
+    items: Option<Value>,
+}
+
+/// Parses `items`: 1..100 lines of `{product_id, quantity}`; every bad field
+/// is named (`items[3].quantity`). Lines of one product are summed; the sum
+/// must still be a valid quantity.
+fn parse_lines(items: Option<&Value>) -> Result<Vec<Line>, AppError> {
+    let Some(items) = items.filter(|v| !v.is_null()) else {
+        return Err(AppError::invalid_field("items", "is required"));
+    };
+    let Some(items) = items.as_array() else {
+        return Err(AppError::invalid_field("items", "must be an array"));
+    };
+    if items.is_empty() || items.len() > MAX_LINES {
+        return Err(AppError::invalid_field(
+            "items",
+            "must contain between 1 and 100 lines",
+        ));
+    }
+    let mut f = Fields::new();
+    let mut lines: Vec<Line> = Vec::new();
+    let mut by_product: HashMap<i64, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if !item.is_object() {
+            f.push(&format!("items[{i}]"), "must be an object");
+            continue;
+        }
+        let product_id = f.required_value(&format!("items[{i}].product_id"), item.get("product_id"), |v| {
+            integer(v).and_then(|n| {
+                if n > 0 {
+                    Ok(n)
+                } else {
+                    Err("must be a positive integer")
+                }
+            })
+        });
+        let quantity = f.required_value(&format!("items[{i}].quantity"), item.get("quantity"), |v| {
+            integer(v).and_then(Quantity::new)
+        });
+        if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
+            match by_product.get(&product_id) {
+                Some(&at) => {
+                    let line = &mut lines[at];
+                    match Quantity::new(i64::from(line.quantity) + i64::from(quantity.get())) {
+                        Ok(q) => line.quantity = q.get(),
+                        Err(_) => f.push(
+                            &format!("items[{i}].quantity"),
+                            "lines for one product must add up to at most 1000",
+                        ),
+                    }
+                }
+                None => {
+                    by_product.insert(product_id, lines.len());
+                    lines.push(Line {
+                        product_id,
+                        quantity: quantity.get(),
+                        index: i,
+                    });
+                }
+            }
+        }
+    }
+    f.finish()?;
+    Ok(lines)
+}
+
+/// `Idempotency-Key`: 1..255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
+    let Some(v) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        AppError::Validation(vec![FieldError::new(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )])
+    };
+    let s = v.to_str().map_err(|_| invalid())?;
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(invalid());
+    }
+    Ok(Some(s.to_owned()))
+}
+
+/// Hash of what the request asks for (its lines as sent), to tell a retry
+/// from a different request under the same key.
+fn request_hash(lines: &[Line]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for l in lines {
+        h.update(l.product_id.to_le_bytes());
+        h.update(l.quantity.to_le_bytes());
+        h.update((l.index as u64).to_le_bytes());
+    }
+    h.finalize().to_vec()
+}
+
+async fn place(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: AuthUser,
+    body: JsonBody<PlaceBody>,
+) -> Result<HttpResponse, AppError> {
+    let key = idempotency_key(&req)?;
+    let lines = parse_lines(body.0.items.as_ref())?;
+    let idempotency = key.map(|k| (k, request_hash(&lines)));
+    let submitted = state
+        .orders
+        .send(SubmitOrder {
+            caller,
+            lines,
+            idempotency,
+        })
+        .await??;
+    let status = StatusCode::from_u16(submitted.status).map_err(AppError::internal)?;
+    let mut res = envelope::raw(status, submitted.body);
+    if submitted.replayed {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+            actix_web::http::header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    user_id: Option<String>,
+    status: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    version: ApiVersion,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = query.into_inner();
+    let mut f = Fields::new();
+    let user_id = f.optional("user_id", q.user_id.as_deref(), |s| {
+        s.trim().parse::<i64>().map_err(|_| "must be an integer")
+    });
+    let status = f.optional("status", q.status.as_deref(), str::parse::<OrderStatus>);
+    f.finish()?;
+    let page = state
+        .cursors
+        .page_request(version, &q.page, ORDERS_CURSOR_SCOPE)?;
+    // Users only ever see their own orders; admins may filter by user.
+    let user_id = if caller.role >= Role::Admin {
+        user_id
+    } else {
+        Some(caller.id)
+    };
+    let orders = state
+        .orders
+        .send(ListOrders {
+            filter: OrderFilter { user_id, status },
+            page,
+        })
+        .await??;
+    Ok(envelope::ok("Orders retrieved successfully", orders))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let order = state.orders.send(GetOrder { caller, id: *id }).await??;
+    Ok(envelope::ok("Order retrieved successfully", order))
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let order = state
+        .orders
+        .send(ChangeStatus {
+            caller,
+            id: *id,
+            status: OrderStatus::Cancelled,
+        })
+        .await??;
+    Ok(envelope::ok("Order cancelled successfully", order))
+}
+
+#[derive(Deserialize)]
+pub struct StatusBody {
+    status: Option<String>,
+}
+
+async fn change_status(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<i64>,
+    body: JsonBody<StatusBody>,
+) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    let mut f = Fields::new();
+    let status = f.required("status", body.0.status.as_deref(), str::parse::<OrderStatus>);
+    f.finish()?;
+    let order = state
+        .orders
+        .send(ChangeStatus {
+            caller,
+            id: *id,
+            status: checked(status)?,
+        })
+        .await??;
+    Ok(envelope::ok("Order status updated successfully", order))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(e: AppError) -> Vec<String> {
+        match e {
+            AppError::Validation(errs) => errs.into_iter().filter_map(|e| e.field).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_are_validated_and_summed() {
+        let lines = parse_lines(Some(&json!([
+            {"product_id": 1, "quantity": 2},
+            {"product_id": 2, "quantity": 1},
+            {"product_id": 1, "quantity": 3}
+        ])))
+        .expect("valid");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            (lines[0].product_id, lines[0].quantity, lines[0].index),
+            (1, 5, 0)
+        );
+
+        let e = parse_lines(Some(
+            &json!([{"product_id": "x", "quantity": 0}, {"quantity": 1001}, 7]),
+        ))
+        .expect_err("invalid");
+        assert_eq!(
+            fields(e),
+            [
+                "items[0].product_id",
+                "items[0].quantity",
+                "items[1].product_id",
+                "items[1].quantity",
+                "items[2]"
+            ]
+        );
+        assert_eq!(
+            fields(parse_lines(Some(&json!([]))).expect_err("empty")),
+            ["items"]
+        );
+        let many: Vec<Value> = (1..=101)
+            .map(|i| json!({"product_id": i, "quantity": 1}))
+            .collect();
+        assert_eq!(
+            fields(parse_lines(Some(&Value::Array(many))).expect_err("too many")),
+            ["items"]
+        );
+        let e = parse_lines(Some(
+            &json!([{"product_id": 1, "quantity": 600}, {"product_id": 1, "quantity": 600}]),
+        ))
+        .expect_err("sum too big");
+        assert_eq!(fields(e), ["items[1].quantity"]);
+        assert_eq!(fields(parse_lines(None).expect_err("missing")), ["items"]);
+        let huge: Value =
+            serde_json::from_str(r#"[{"product_id": 99999999999999999999, "quantity": 1}]"#).expect("json");
+        let e = parse_lines(Some(&huge)).expect_err("overflow");
+        assert_eq!(fields(e), ["items[0].product_id"]);
+    }
+}

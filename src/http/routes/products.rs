@@ -1,0 +1,267 @@
+//! `/api/v{1,2}/products`: public reads, admin writes, stock movements.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    actors::{
+        catalog::{CreateProduct, DeleteProduct, UpdateProduct},
+        inventory::AdjustStock,
+    },
+    auth::AuthUser,
+    domain::{money::Money, quantity::parse_stock, text::bounded, Role, StockDelta},
+    error::AppError,
+    http::{
+        envelope,
+        extractors::{auth::OptionalAuth, JsonBody},
+        validate::{checked, double_option, integer, Fields},
+    },
+    models::product::{NewProduct, ProductChanges, ProductFilter, ProductSort},
+    pagination::{ApiVersion, PageParams},
+    startup::AppState,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/products")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/products/{id}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(delete)),
+    )
+    .service(web::resource("/products/{id}/stock").route(web::post().to(adjust_stock)));
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    bounded(s, 1, 255, false)
+}
+
+fn parse_description(s: &str) -> Result<String, String> {
+    bounded(s, 0, 5000, true)
+}
+
+fn parse_id(v: &Value) -> Result<i64, &'static str> {
+    integer(v).and_then(|n| {
+        if n > 0 {
+            Ok(n)
+        } else {
+            Err("must be a positive integer")
+        }
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    search: Option<String>,
+    category_id: Option<String>,
+    min_price: Option<String>,
+    max_price: Option<String>,
+    in_stock: Option<String>,
+    sort: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    auth: OptionalAuth,
+    version: ApiVersion,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = query.into_inner();
+    let mut f = Fields::new();
+    let search = f.optional(
+        "search",
+        q.search.as_deref().map(str::trim).filter(|s| !s.is_empty()),
+        |s| bounded(s, 1, 100, false),
+    );
+    let category_id = f.optional("category_id", q.category_id.as_deref(), |s| {
+        s.trim().parse::<i64>().map_err(|_| "must be an integer")
+    });
+    let min_price = f.optional("min_price", q.min_price.as_deref(), Money::parse);
+    let max_price = f.optional("max_price", q.max_price.as_deref(), Money::parse);
+    let in_stock = f
+        .optional("in_stock", q.in_stock.as_deref(), |s| match s {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err("must be true or false"),
+        })
+        .unwrap_or(false);
+    let sort = f
+        .optional("sort", q.sort.as_deref(), ProductSort::parse)
+        .unwrap_or_default();
+    if let (Some(min), Some(max)) = (&min_price, &max_price) {
+        if min > max {
+            f.push("min_price", "must not be greater than max_price");
+        }
+    }
+    let page = match state.cursors.page_request(version, &q.page, sort.scope()) {
+        Ok(p) => Some(p),
+        Err(errors) => {
+            for e in errors {
+                f.push(e.field.as_deref().unwrap_or("cursor"), e.message);
+            }
+            None
+        }
+    };
+    f.finish()?;
+    let filter = ProductFilter {
+        search,
+        category_id,
+        min_price: min_price.map(Money::into_decimal),
+        max_price: max_price.map(Money::into_decimal),
+        in_stock,
+        include_inactive: auth.is_admin(),
+    };
+    let products = state.catalog.products(&filter, sort, checked(page)?).await?;
+    Ok(envelope::ok("Products retrieved successfully", products))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    auth: OptionalAuth,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let product = state.catalog.product(*id, auth.is_admin()).await?;
+    Ok(envelope::ok("Product retrieved successfully", product))
+}
+
+#[derive(Deserialize)]
+pub struct CreateBody {
+    name: Option<String>,
+    description: Option<String>,
+    price: Option<Value>,
+    stock_quantity: Option<Value>,
+    category_id: Option<Value>,
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<CreateBody>,
+) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    let b = body.0;
+    let mut f = Fields::new();
+    let name = f.required("name", b.name.as_deref(), parse_name);
+    let description = f.optional("description", b.description.as_deref(), parse_description);
+    let price = f.required_value("price", b.price.as_ref(), Money::from_json);
+    let stock = f
+        .optional_value("stock_quantity", b.stock_quantity.as_ref(), |v| {
+            integer(v).and_then(parse_stock)
+        })
+        .unwrap_or(0);
+    let category_id = f.optional_value("category_id", b.category_id.as_ref(), parse_id);
+    f.finish()?;
+    let product = state
+        .catalog_writer
+        .send(CreateProduct {
+            product: NewProduct {
+                name: checked(name)?,
+                description: description.filter(|d| !d.is_empty()),
+                price: checked(price)?.into_decimal(),
+                stock_quantity: stock,
+                category_id,
+            },
+        })
+        .await??;
+    Ok(envelope::created("Product created successfully", product))
+}
+
+#[derive(Deserialize)]
+pub struct UpdateBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    description: Option<Option<String>>,
+    price: Option<Value>,
+    #[serde(default, deserialize_with = "double_option")]
+    category_id: Option<Option<Value>>,
+    is_active: Option<bool>,
+    stock_quantity: Option<Value>,
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<i64>,
+    body: JsonBody<UpdateBody>,
+) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    let b = body.0;
+    let mut f = Fields::new();
+    if b.stock_quantity.is_some() {
+        f.push(
+            "stock_quantity",
+            "cannot be set here; use POST /api/v1/products/{id}/stock",
+        );
+    }
+    let name = f.optional("name", b.name.as_deref(), parse_name);
+    let description = match b.description {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(d)) => f
+            .optional("description", Some(&d), parse_description)
+            .map(|d| Some(d).filter(|d| !d.is_empty())),
+    };
+    let price = f.optional_value("price", b.price.as_ref(), Money::from_json);
+    let category_id = match &b.category_id {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(v)) => f.optional_value("category_id", Some(v), parse_id).map(Some),
+    };
+    f.finish()?;
+    let changes = ProductChanges {
+        name,
+        description,
+        price: price.map(Money::into_decimal),
+        category_id,
+        is_active: b.is_active,
+    };
+    let product = state
+        .catalog_writer
+        .send(UpdateProduct { id: *id, changes })
+        .await??;
+    Ok(envelope::ok("Product updated successfully", product))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    state.catalog_writer.send(DeleteProduct { id: *id }).await??;
+    Ok(envelope::ok("Product deleted successfully", Value::Null))
+}
+
+#[derive(Deserialize)]
+pub struct StockBody {
+    delta: Option<Value>,
+}
+
+async fn adjust_stock(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    id: web::Path<i64>,
+    body: JsonBody<StockBody>,
+) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    let mut f = Fields::new();
+    let delta = f.required_value("delta", body.0.delta.as_ref(), |v| {
+        integer(v).and_then(StockDelta::new)
+    });
+    f.finish()?;
+    let level = state
+        .inventory
+        .send(AdjustStock {
+            product_id: *id,
+            delta: checked(delta)?.get(),
+        })
+        .await??;
+    Ok(envelope::ok("Stock updated successfully", level))
+}

@@ -1,0 +1,123 @@
+//! `idempotency_keys`: one row per (user, Idempotency-Key). The row is
+//! claimed before an order is attempted and completed in the same transaction
+//! that creates the order, so an acknowledged order and its stored response
+//! are never apart.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::db::schema::idempotency_keys;
+
+pub enum Claim {
+    /// This request owns the key now; go ahead.
+    Fresh,
+    /// The key already produced this response.
+    Replay { status: u16, body: String },
+    /// The key was used with another body.
+    Mismatch,
+    /// The first request with this key has not finished.
+    InFlight,
+}
+
+#[derive(Queryable)]
+struct Existing {
+    request_hash: Vec<u8>,
+    response_status: Option<i16>,
+    response_body: Option<String>,
+    fresh: bool,
+    stale: bool,
+}
+
+/// The instant `d` ago.
+fn ago(d: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Claims `key` for `user_id` with the request's body hash. Keys older than
+/// `ttl` are forgotten; an unfinished claim older than `stale` (its request
+/// died) may be taken over.
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    user_id: i64,
+    key: &str,
+    hash: &[u8],
+    ttl: Duration,
+    stale: Duration,
+) -> QueryResult<Claim> {
+    use idempotency_keys as k;
+    for _ in 0..3 {
+        let inserted = diesel::insert_into(k::table)
+            .values((k::user_id.eq(user_id), k::key.eq(key), k::request_hash.eq(hash)))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        if inserted == 1 {
+            return Ok(Claim::Fresh);
+        }
+        let existing: Option<Existing> = k::table
+            .find((user_id, key))
+            .select((
+                k::request_hash,
+                k::response_status,
+                k::response_body,
+                k::created_at.gt(ago(ttl)),
+                k::created_at.lt(ago(stale)),
+            ))
+            .first(conn)
+            .await
+            .optional()?;
+        let Some(e) = existing else { continue };
+        if !e.fresh {
+            // Expired: forget it and claim again.
+            diesel::delete(k::table.find((user_id, key)).filter(k::created_at.le(ago(ttl))))
+                .execute(conn)
+                .await?;
+            continue;
+        }
+        if e.request_hash != hash {
+            return Ok(Claim::Mismatch);
+        }
+        match (e.response_status, e.response_body) {
+            (Some(status), Some(body)) => {
+                return Ok(Claim::Replay {
+                    status: status as u16,
+                    body,
+                })
+            }
+            _ if e.stale => {
+                let taken = diesel::update(
+                    k::table
+                        .find((user_id, key))
+                        .filter(k::response_status.is_null())
+                        .filter(k::created_at.lt(ago(stale))),
+                )
+                .set(k::created_at.eq(diesel::dsl::now))
+                .execute(conn)
+                .await?;
+                if taken == 1 {
+                    return Ok(Claim::Fresh);
+                }
+            }
+            _ => return Ok(Claim::InFlight),
+        }
+    }
+    Ok(Claim::InFlight)
+}
+
+/// Releases an unfinished claim (the order was refused), so a retry runs again.
+pub async fn release(conn: &mut AsyncPgConnection, user_id: i64, key: &str) -> QueryResult<usize> {
+    use idempotency_keys as k;
+    diesel::delete(k::table.find((user_id, key)).filter(k::response_status.is_null()))
+        .execute(conn)
+        .await
+}
+
+/// Deletes keys older than `ttl`.
+pub async fn purge(conn: &mut AsyncPgConnection, ttl: Duration) -> QueryResult<usize> {
+    use idempotency_keys as k;
+    diesel::delete(k::table.filter(k::created_at.lt(ago(ttl))))
+        .execute(conn)
+        .await
+}

@@ -1,0 +1,282 @@
+//! `products`: rows, forms and queries. Stock is only changed by the
+//! InventoryActor (see `crate::actors::inventory`).
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::{
+    pg::Pg,
+    prelude::*,
+    sql_types::{Bool, Int8, Numeric, Text, Timestamptz},
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+
+use crate::{db::schema::products, domain::money};
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable, Serialize)]
+#[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(serialize_with = "money::serialize")]
+    pub price: BigDecimal,
+    pub stock_quantity: i32,
+    pub category_id: Option<i64>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = products)]
+pub struct NewProduct {
+    pub name: String,
+    pub description: Option<String>,
+    pub price: BigDecimal,
+    pub stock_quantity: i32,
+    pub category_id: Option<i64>,
+}
+
+/// Everything but stock, which moves only through the InventoryActor.
+#[derive(AsChangeset, Default)]
+#[diesel(table_name = products)]
+pub struct ProductChanges {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub price: Option<BigDecimal>,
+    pub category_id: Option<Option<i64>>,
+    pub is_active: Option<bool>,
+}
+
+impl ProductChanges {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.description.is_none()
+            && self.price.is_none()
+            && self.category_id.is_none()
+            && self.is_active.is_none()
+    }
+}
+
+pub async fn insert(conn: &mut AsyncPgConnection, new: &NewProduct) -> QueryResult<Product> {
+    diesel::insert_into(products::table)
+        .values(new)
+        .returning(Product::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<Product>> {
+    products::table
+        .find(id)
+        .select(Product::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+    changes: &ProductChanges,
+) -> QueryResult<Option<Product>> {
+    if changes.is_empty() {
+        return find(conn, id).await;
+    }
+    diesel::update(products::table.find(id))
+        .set(changes)
+        .returning(Product::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// The text the trigram index covers; search filters on exactly this
+/// expression so the planner can use `products_search_trgm_idx`.
+pub const SEARCH_EXPR: &str = "(products.name || ' ' || coalesce(products.description, ''))";
+
+/// `sort` values of the products listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProductSort {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+    PriceAsc,
+    PriceDesc,
+    Name,
+}
+
+impl ProductSort {
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        match s {
+            "-created_at" => Ok(Self::NewestFirst),
+            "created_at" => Ok(Self::OldestFirst),
+            "price" => Ok(Self::PriceAsc),
+            "-price" => Ok(Self::PriceDesc),
+            "name" => Ok(Self::Name),
+            _ => Err("must be one of -created_at, created_at, price, -price, name"),
+        }
+    }
+
+    /// Names the listing in cursors, so a cursor only works with its sort.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Self::NewestFirst => "products:-created_at",
+            Self::OldestFirst => "products:created_at",
+            Self::PriceAsc => "products:price",
+            Self::PriceDesc => "products:-price",
+            Self::Name => "products:name",
+        }
+    }
+
+    /// The sort key of a row, as carried in a cursor.
+    pub fn key_of(self, p: &Product) -> ProductCursor {
+        let value = match self {
+            Self::NewestFirst | Self::OldestFirst => p.created_at.timestamp_micros().to_string(),
+            Self::PriceAsc | Self::PriceDesc => p.price.to_plain_string(),
+            Self::Name => p.name.clone(),
+        };
+        (value, p.id)
+    }
+}
+
+/// Keyset position: the sort column's value (as text) and the id.
+pub type ProductCursor = (String, i64);
+
+#[derive(Debug, Clone, Default)]
+pub struct ProductFilter {
+    pub search: Option<String>,
+    pub category_id: Option<i64>,
+    pub min_price: Option<BigDecimal>,
+    pub max_price: Option<BigDecimal>,
+    pub in_stock: bool,
+    /// Admins see inactive products too.
+    pub include_inactive: bool,
+}
+
+type Boxed<'a> = products::BoxedQuery<'a, Pg>;
+
+fn filtered(f: &ProductFilter) -> Boxed<'static> {
+    let mut q = products::table.into_boxed();
+    if !f.include_inactive {
+        q = q.filter(products::is_active.eq(true));
+    }
+    if let Some(term) = &f.search {
+        q = q.filter(
+            diesel::dsl::sql::<Bool>(SEARCH_EXPR)
+                .sql(" ILIKE ")
+                .bind::<Text, _>(super::user::like_pattern(term)),
+        );
+    }
+    if let Some(c) = f.category_id {
+        q = q.filter(products::category_id.eq(c));
+    }
+    if let Some(min) = &f.min_price {
+        q = q.filter(products::price.ge(min.clone()));
+    }
+    if let Some(max) = &f.max_price {
+        q = q.filter(products::price.le(max.clone()));
+    }
+    if f.in_stock {
+        q = q.filter(products::stock_quantity.gt(0));
+    }
+    q
+}
+
+fn ordered(q: Boxed<'static>, sort: ProductSort) -> Boxed<'static> {
+    match sort {
+        ProductSort::NewestFirst => q.order((products::created_at.desc(), products::id.desc())),
+        ProductSort::OldestFirst => q.order((products::created_at.asc(), products::id.asc())),
+        ProductSort::PriceAsc => q.order((products::price.asc(), products::id.asc())),
+        ProductSort::PriceDesc => q.order((products::price.desc(), products::id.desc())),
+        ProductSort::Name => q.order((products::name.asc(), products::id.asc())),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct BadCursor;
+
+/// Row-value comparison `(col, id) > / < (v, id)`: one index range scan, so a
+/// deep page costs what the first does.
+fn after(
+    q: Boxed<'static>,
+    sort: ProductSort,
+    (value, id): ProductCursor,
+) -> Result<Boxed<'static>, BadCursor> {
+    let (col, op) = match sort {
+        ProductSort::NewestFirst => ("products.created_at", "<"),
+        ProductSort::OldestFirst => ("products.created_at", ">"),
+        ProductSort::PriceAsc => ("products.price", ">"),
+        ProductSort::PriceDesc => ("products.price", "<"),
+        ProductSort::Name => ("products.name", ">"),
+    };
+    let head = format!("({col}, products.id) {op} (");
+    let q = match sort {
+        ProductSort::NewestFirst | ProductSort::OldestFirst => {
+            let micros: i64 = value.parse().map_err(|_| BadCursor)?;
+            let ts = DateTime::<Utc>::from_timestamp_micros(micros).ok_or(BadCursor)?;
+            q.filter(
+                diesel::dsl::sql::<Bool>(&head)
+                    .bind::<Timestamptz, _>(ts)
+                    .sql(", ")
+                    .bind::<Int8, _>(id)
+                    .sql(")"),
+            )
+        }
+        ProductSort::PriceAsc | ProductSort::PriceDesc => {
+            let price: BigDecimal = value.parse().map_err(|_| BadCursor)?;
+            q.filter(
+                diesel::dsl::sql::<Bool>(&head)
+                    .bind::<Numeric, _>(price)
+                    .sql(", ")
+                    .bind::<Int8, _>(id)
+                    .sql(")"),
+            )
+        }
+        ProductSort::Name => q.filter(
+            diesel::dsl::sql::<Bool>(&head)
+                .bind::<Text, _>(value)
+                .sql(", ")
+                .bind::<Int8, _>(id)
+                .sql(")"),
+        ),
+    };
+    Ok(q)
+}
+
+pub async fn list_offset(
+    conn: &mut AsyncPgConnection,
+    filter: &ProductFilter,
+    sort: ProductSort,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<(Vec<Product>, i64)> {
+    let total = filtered(filter).count().get_result(conn).await?;
+    let rows = ordered(filtered(filter), sort)
+        .select(Product::as_select())
+        .offset(offset)
+        .limit(limit)
+        .load(conn)
+        .await?;
+    Ok((rows, total))
+}
+
+pub async fn list_keyset(
+    conn: &mut AsyncPgConnection,
+    filter: &ProductFilter,
+    sort: ProductSort,
+    cursor: Option<ProductCursor>,
+    limit: i64,
+) -> Result<QueryResult<Vec<Product>>, BadCursor> {
+    let mut q = filtered(filter);
+    if let Some(c) = cursor {
+        q = after(q, sort, c)?;
+    }
+    Ok(ordered(q, sort)
+        .select(Product::as_select())
+        .limit(limit)
+        .load(conn)
+        .await)
+}
