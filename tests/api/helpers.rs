@@ -114,6 +114,21 @@ impl TestDb {
         })
     }
 
+    /// The plan Postgres chooses for `sql`.
+    pub fn explain(&self, sql: &str) -> String {
+        #[derive(QueryableByName)]
+        struct Line {
+            #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+            line: String,
+        }
+        let (url, sql) = (self.url.clone(), format!("EXPLAIN {sql}"));
+        blocking(move || {
+            let mut conn = SyncConn::establish(&url).expect("connect");
+            let rows: Vec<Line> = sql_query(sql).load(&mut conn).expect("explain");
+            rows.into_iter().map(|r| r.line).collect::<Vec<_>>().join("\n")
+        })
+    }
+
     /// Runs a query returning one text column.
     pub fn texts(&self, sql: &str) -> Vec<String> {
         let (url, sql) = (self.url.clone(), sql.to_owned());
@@ -333,5 +348,38 @@ impl TestApp {
 
     pub async fn user(&self, email: &str) -> Login {
         self.user_with_role(email, "user").await
+    }
+}
+
+impl TestApp {
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Res {
+        self.request(Method::PATCH, path, token, Some(body)).await
+    }
+
+    /// Creates a product as `admin` and returns its id.
+    pub async fn product(&self, admin: &str, name: &str, price: &str, stock: i64) -> i64 {
+        let r = self
+            .post(
+                "/api/v1/products",
+                Some(admin),
+                json!({"name": name, "price": price, "stock_quantity": stock, "description": format!("{name} description")}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.data()["id"].as_i64().expect("id")
+    }
+
+    pub fn stock_of(&self, product_id: i64) -> i64 {
+        self.db.texts(&format!(
+            "SELECT stock_quantity::text AS name FROM products WHERE id = {product_id}"
+        ))[0]
+            .parse()
+            .expect("int")
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db.texts(&format!("SELECT ({sql})::text AS name"))[0]
+            .parse()
+            .expect("int")
     }
 }

@@ -2,7 +2,9 @@
 //! test with its own freshly migrated Postgres schema.
 
 mod auth;
+mod catalog;
 mod helpers;
 mod http;
 mod migrations;
+mod orders;
 mod users;

@@ -1,0 +1,474 @@
+//! Categories and products: admin writes, public reads, soft delete,
+//! validation, money as strings, filters, sorts, both paginations, search.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp};
+
+async fn admin(app: &TestApp) -> String {
+    app.user_with_role("admin@example.com", "admin").await.access
+}
+
+#[actix_web::test]
+async fn categories_crud_rbac_and_conflicts() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let user = app.user("u@example.com").await.access;
+
+    let body = json!({"name": "Books", "description": "Paper"});
+    assert_eq!(
+        app.post("/api/v1/categories", None, body.clone()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.post("/api/v1/categories", Some(&user), body.clone())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = app.post("/api/v1/categories", Some(&admin), body.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.data()["id"].as_i64().expect("id");
+    let keys: Vec<&String> = r.data().as_object().expect("obj").keys().collect();
+    assert_eq!(keys, ["created_at", "description", "id", "name", "updated_at"]);
+
+    // Name unique, case-insensitively.
+    let r = app
+        .post("/api/v1/categories", Some(&admin), json!({"name": "BOOKS"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = app
+        .post("/api/v1/categories", Some(&admin), json!({"name": "  "}))
+        .await;
+    assert_eq!(r.error_fields(), ["name"]);
+
+    // Public reads.
+    let r = app.get(&format!("/api/v1/categories/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.data()["name"], json!("Books"));
+    let r = app.get("/api/v1/categories", None).await;
+    assert_eq!(r.data()["total"], json!(1));
+
+    // Update; null clears the description.
+    let r = app
+        .put(
+            &format!("/api/v1/categories/{id}"),
+            Some(&admin),
+            json!({"description": null}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.data()["description"], Value::Null);
+    assert_eq!(r.data()["name"], json!("Books"));
+    assert_ne!(
+        r.data()["updated_at"],
+        r.data()["created_at"],
+        "updated_at kept current"
+    );
+
+    // In use → 409; unused → deleted.
+    let p = app
+        .post(
+            "/api/v1/products",
+            Some(&admin),
+            json!({"name": "Novel", "price": "9.99", "category_id": id}),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.text);
+    let r = app
+        .delete(&format!("/api/v1/categories/{id}"), Some(&admin))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let pid = p.data()["id"].as_i64().expect("id");
+    app.put(
+        &format!("/api/v1/products/{pid}"),
+        Some(&admin),
+        json!({"category_id": null}),
+    )
+    .await;
+    assert_eq!(
+        app.delete(&format!("/api/v1/categories/{id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/categories/{id}"), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/categories/{id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[actix_web::test]
+async fn product_create_validates_and_formats_money() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let r = app
+        .post(
+            "/api/v1/products",
+            Some(&admin),
+            json!({"name": "Pen", "price": 1.5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let d = r.data();
+    assert_eq!(d["price"], json!("1.50"));
+    assert_eq!(d["stock_quantity"], json!(0));
+    assert_eq!(d["is_active"], json!(true));
+    assert_eq!(d["category_id"], Value::Null);
+    let keys: Vec<&String> = d.as_object().expect("obj").keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "category_id",
+            "created_at",
+            "description",
+            "id",
+            "is_active",
+            "name",
+            "price",
+            "stock_quantity",
+            "updated_at"
+        ]
+    );
+
+    let r = app
+        .post(
+            "/api/v1/products",
+            Some(&admin),
+            json!({"name": "", "price": "0", "stock_quantity": -1, "category_id": 999999}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_fields(), ["name", "price", "stock_quantity"]);
+    for bad in [
+        json!("100000000.00"),
+        json!("1.999"),
+        json!(-5),
+        json!("abc"),
+        json!(true),
+    ] {
+        let r = app
+            .post(
+                "/api/v1/products",
+                Some(&admin),
+                json!({"name": "X", "price": bad}),
+            )
+            .await;
+        assert_eq!(r.error_fields(), ["price"], "{bad}");
+    }
+    let r = app
+        .post(
+            "/api/v1/products",
+            Some(&admin),
+            json!({"name": "X", "price": "99999999.99"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.data()["price"], json!("99999999.99"));
+    let r = app
+        .post(
+            "/api/v1/products",
+            Some(&admin),
+            json!({"name": "X", "price": "1", "category_id": 999999}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_fields(), ["category_id"]);
+    let r = app
+        .post("/api/v1/products", Some(&admin), json!({"name": "X"}))
+        .await;
+    assert_eq!(r.error_fields(), ["price"]);
+    let user = app.user("u@example.com").await.access;
+    let r = app
+        .post(
+            "/api/v1/products",
+            Some(&user),
+            json!({"name": "X", "price": "1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[actix_web::test]
+async fn product_update_soft_delete_and_visibility() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let id = app.product(&admin, "Lamp", "20.00", 5).await;
+    let path = format!("/api/v1/products/{id}");
+
+    let r = app.put(&path, Some(&admin), json!({"stock_quantity": 100})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_fields(), ["stock_quantity"]);
+    assert_eq!(app.stock_of(id), 5);
+
+    let r = app
+        .put(
+            &path,
+            Some(&admin),
+            json!({"price": "25", "name": "Desk lamp", "id": 77, "created_at": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.data()["price"], json!("25.00"));
+    assert_eq!(r.data()["id"], json!(id));
+
+    assert_eq!(app.delete(&path, Some(&admin)).await.status, StatusCode::OK);
+    // Gone for the public, there for admins.
+    assert_eq!(app.get(&path, None).await.status, StatusCode::NOT_FOUND);
+    let r = app.get(&path, Some(&admin)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.data()["is_active"], json!(false));
+    assert_eq!(app.get("/api/v1/products", None).await.data()["total"], json!(0));
+    assert_eq!(
+        app.get("/api/v1/products", Some(&admin)).await.data()["total"],
+        json!(1)
+    );
+    // Reactivate.
+    let r = app.put(&path, Some(&admin), json!({"is_active": true})).await;
+    assert_eq!(r.data()["is_active"], json!(true));
+    assert_eq!(app.get(&path, None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.put("/api/v1/products/999999", Some(&admin), json!({"name": "x"}))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // A bad token on a public endpoint is still a 401.
+    assert_eq!(
+        app.get(&path, Some("garbage")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[actix_web::test]
+async fn stock_endpoint_moves_stock_and_never_below_zero() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let id = app.product(&admin, "Mug", "4.00", 3).await;
+    let path = format!("/api/v1/products/{id}/stock");
+    let r = app.post(&path, Some(&admin), json!({"delta": 7})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.data(), &json!({"product_id": id, "stock_quantity": 10}));
+    let r = app.post(&path, Some(&admin), json!({"delta": -11})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(app.stock_of(id), 10);
+    let r = app.post(&path, Some(&admin), json!({"delta": -10})).await;
+    assert_eq!(r.data()["stock_quantity"], json!(0));
+    for bad in [
+        json!(0),
+        json!("1"),
+        json!(1.5),
+        json!(null),
+        json!(3_000_000_000_i64),
+    ] {
+        let r = app.post(&path, Some(&admin), json!({"delta": bad})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(r.error_fields(), ["delta"]);
+    }
+    assert_eq!(
+        app.post("/api/v1/products/999999/stock", Some(&admin), json!({"delta": 1}))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let user = app.user("u@example.com").await.access;
+    assert_eq!(
+        app.post(&path, Some(&user), json!({"delta": 1})).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[actix_web::test]
+async fn filters_and_sorts() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let cat = app
+        .post("/api/v1/categories", Some(&admin), json!({"name": "Garden"}))
+        .await
+        .data()["id"]
+        .as_i64()
+        .expect("id");
+    for (name, price, stock) in [
+        ("Rake", "15.00", 0),
+        ("Hose", "30.00", 2),
+        ("Shovel", "25.50", 1),
+        ("Gnome", "5.00", 9),
+    ] {
+        let r = app
+            .post(
+                "/api/v1/products",
+                Some(&admin),
+                json!({"name": name, "price": price, "stock_quantity": stock, "category_id": cat}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    app.product(&admin, "Laptop", "999.00", 1).await;
+    let names = |r: &crate::helpers::Res| -> Vec<String> {
+        r.data()["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let r = app
+        .get(&format!("/api/v1/products?category_id={cat}&sort=price"), None)
+        .await;
+    assert_eq!(names(&r), ["Gnome", "Rake", "Shovel", "Hose"]);
+    let r = app.get("/api/v1/products?sort=-price&limit=2", None).await;
+    assert_eq!(names(&r), ["Laptop", "Hose"]);
+    assert_eq!(r.data()["total"], json!(5));
+    let r = app.get("/api/v1/products?sort=name", None).await;
+    assert_eq!(names(&r), ["Gnome", "Hose", "Laptop", "Rake", "Shovel"]);
+    let r = app.get("/api/v1/products?sort=created_at", None).await;
+    assert_eq!(names(&r), ["Rake", "Hose", "Shovel", "Gnome", "Laptop"]);
+    let r = app.get("/api/v1/products", None).await;
+    assert_eq!(
+        names(&r),
+        ["Laptop", "Gnome", "Shovel", "Hose", "Rake"],
+        "default -created_at"
+    );
+    let r = app
+        .get("/api/v1/products?min_price=10&max_price=26&sort=price", None)
+        .await;
+    assert_eq!(names(&r), ["Rake", "Shovel"]);
+    let r = app.get("/api/v1/products?in_stock=true&sort=name", None).await;
+    assert_eq!(names(&r), ["Gnome", "Hose", "Laptop", "Shovel"]);
+    let r = app.get("/api/v1/products?search=HOS", None).await;
+    assert_eq!(names(&r), ["Hose"]);
+    // Description matches too.
+    let r = app.get("/api/v1/products?search=laptop%20desc", None).await;
+    assert_eq!(names(&r), ["Laptop"]);
+    let r = app.get("/api/v1/products?search=%25", None).await;
+    assert_eq!(r.data()["total"], json!(0), "% matches literally");
+
+    let r = app
+        .get(
+            "/api/v1/products?sort=random&min_price=abc&max_price=-1&in_stock=maybe&category_id=x",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.error_fields(),
+        ["category_id", "min_price", "max_price", "in_stock", "sort"]
+    );
+    let r = app.get("/api/v1/products?min_price=20&max_price=10", None).await;
+    assert_eq!(r.error_fields(), ["min_price"]);
+}
+
+async fn walk(app: &TestApp, query: &str) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let path = match &cursor {
+            Some(c) => format!("/api/v2/products?{query}&cursor={c}"),
+            None => format!("/api/v2/products?{query}"),
+        };
+        let r = app.get(&path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        ids.extend(
+            r.data()["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|p| p["id"].as_i64().expect("id")),
+        );
+        match r.data()["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ids,
+        }
+    }
+    panic!("walk did not end");
+}
+
+#[actix_web::test]
+async fn v2_keyset_walks_match_v1_order_for_every_sort() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    // Ties on price and name, so the id tiebreak matters.
+    for i in 0..13 {
+        app.product(
+            &admin,
+            &format!("Item {}", i % 4),
+            &format!("{}.00", 10 + i % 3),
+            i64::from(i % 2),
+        )
+        .await;
+    }
+    for sort in ["-created_at", "created_at", "price", "-price", "name"] {
+        for filter in ["", "&in_stock=true", "&search=item%201"] {
+            let q = format!("sort={sort}{filter}");
+            let v1 = app.get(&format!("/api/v1/products?{q}&limit=100"), None).await;
+            let expected: Vec<i64> = v1.data()["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|p| p["id"].as_i64().expect("id"))
+                .collect();
+            let walked = walk(&app, &format!("{q}&limit=3")).await;
+            assert_eq!(walked, expected, "{q}");
+            assert!(!expected.is_empty());
+        }
+    }
+    // A cursor belongs to its sort; tampering is a 400.
+    let r = app.get("/api/v2/products?sort=price&limit=2", None).await;
+    let c = r.data()["next_cursor"].as_str().expect("cursor").to_owned();
+    let r = app
+        .get(&format!("/api/v2/products?sort=name&cursor={c}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_fields(), ["cursor"]);
+    let r = app
+        .get(&format!("/api/v2/products?sort=price&cursor={}x", c), None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Categories paginate both ways too.
+    for i in 0..5 {
+        app.post(
+            "/api/v1/categories",
+            Some(&admin),
+            json!({"name": format!("Cat {i}")}),
+        )
+        .await;
+    }
+    let r = app.get("/api/v2/categories?limit=2", None).await;
+    assert_eq!(r.data()["items"].as_array().map(Vec::len), Some(2));
+    let c = r.data()["next_cursor"].as_str().expect("cursor");
+    let r = app
+        .get(&format!("/api/categories?limit=10&cursor={c}"), None)
+        .await;
+    let names: Vec<&str> = r.data()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["name"].as_str().expect("n"))
+        .collect();
+    assert_eq!(names, ["Cat 2", "Cat 3", "Cat 4"]);
+}
+
+#[actix_web::test]
+async fn search_uses_the_trigram_index() {
+    let app = spawn_app().await;
+    app.db.execute(
+        "INSERT INTO products (name, description, price, stock_quantity) \
+         SELECT 'Product ' || g || ' ' || md5(g::text), 'About ' || md5((g * 7)::text), 10, 1 \
+         FROM generate_series(1, 100000) g",
+    );
+    app.db.execute("ANALYZE products");
+    // The exact expression and operator the listing uses.
+    let plan = app.db.explain(&format!(
+        "SELECT id FROM products WHERE is_active AND {} ILIKE '%abc1%' ORDER BY created_at DESC, id DESC LIMIT 10",
+        storefront::models::product::SEARCH_EXPR
+    ));
+    assert!(plan.contains("products_search_trgm_idx"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+}
