@@ -43,6 +43,7 @@ pub struct AppState {
 
 pub struct Application {
     port: u16,
+    state: web::Data<AppState>,
     server: Server,
     /// Keeps the actor arbiters alive as long as the server.
     _arbiters: Vec<Arbiter>,
@@ -140,7 +141,7 @@ impl Application {
 
         let listener = TcpListener::bind(settings.address())?;
         let port = listener.local_addr()?.port();
-        let server = run(listener, state, &settings)?;
+        let server = run(listener, state.clone(), &settings)?;
         tracing::info!(
             port,
             environment = settings.environment.as_str(),
@@ -148,6 +149,7 @@ impl Application {
         );
         Ok(Self {
             port,
+            state,
             server,
             _arbiters: vec![user_arbiter, catalog_arbiter, inventory_arbiter, order_arbiter],
         })
@@ -155,6 +157,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The actors and shared state (tests talk to actors directly).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
     }
 
     /// A handle that stops the server and the actors (tests use it on drop).

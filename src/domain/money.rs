@@ -35,7 +35,7 @@ impl Money {
             return Err("must be a decimal number such as \"19.99\"");
         }
         let d = BigDecimal::from_str(s).map_err(|_| "must be a decimal number such as \"19.99\"")?;
-        if d <= BigDecimal::from(0) {
+        if d.sign() != bigdecimal::num_bigint::Sign::Plus {
             return Err("must be greater than 0");
         }
         if d.fractional_digit_count() > 2 && d.with_scale(2) != d {

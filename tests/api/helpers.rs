@@ -170,7 +170,8 @@ pub fn test_settings(db_url: &str) -> Settings {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub db: TestDb,
+    pub db: std::sync::Arc<TestDb>,
+    pub state: actix_web::web::Data<storefront::startup::AppState>,
     pub settings: Settings,
     stopper: storefront::startup::Stopper,
 }
@@ -201,14 +202,15 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::new();
     let mut settings = test_settings(&db.url);
     customise(&mut settings);
-    spawn_on(db, settings).await
+    spawn_on(std::sync::Arc::new(db), settings).await
 }
 
 /// Spawns an application on an existing schema (a second instance).
-pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
+pub async fn spawn_on(db: std::sync::Arc<TestDb>, settings: Settings) -> TestApp {
     let app = Application::build(settings.clone())
         .await
         .expect("build application");
+    let state = app.state();
     let address = format!("http://127.0.0.1:{}", app.port());
     let stopper = app.stopper();
     actix_web::rt::spawn(app.run_until_stopped());
@@ -220,6 +222,7 @@ pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
         address,
         client,
         db,
+        state,
         settings,
         stopper,
     }
@@ -381,5 +384,39 @@ impl TestApp {
         self.db.texts(&format!("SELECT ({sql})::text AS name"))[0]
             .parse()
             .expect("int")
+    }
+}
+
+impl TestApp {
+    /// Another instance of the application on the same schema.
+    pub async fn second_instance(&self) -> TestApp {
+        spawn_on(self.db.clone(), self.settings.clone()).await
+    }
+
+    /// An access token for `user_id` signed with the application's key.
+    pub fn token_for(&self, user_id: i64, role: storefront::domain::Role) -> String {
+        storefront::auth::JwtKeys::new(
+            &self.settings.auth.jwt_secret,
+            &self.settings.auth.issuer,
+            &self.settings.auth.audience,
+            std::time::Duration::from_secs(900),
+        )
+        .issue(user_id, role)
+        .expect("sign")
+    }
+
+    /// `n` users inserted directly (no Argon2), each with a token.
+    pub fn bulk_users(&self, n: usize) -> Vec<(i64, String)> {
+        let ids = self.db.texts(&format!(
+            "INSERT INTO users (email, password_hash, name) \
+             SELECT 'bulk' || g || '-' || md5(random()::text) || '@example.com', NULL, 'Bulk ' || g \
+             FROM generate_series(1, {n}) g RETURNING id::text AS name"
+        ));
+        ids.into_iter()
+            .map(|id| {
+                let id: i64 = id.parse().expect("id");
+                (id, self.token_for(id, storefront::domain::Role::User))
+            })
+            .collect()
     }
 }

@@ -5,6 +5,7 @@ mod auth;
 mod catalog;
 mod helpers;
 mod http;
+mod inventory;
 mod migrations;
 mod orders;
 mod users;
