@@ -43,6 +43,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
+    pub cache: CacheSettings,
     pub inventory: InventorySettings,
     pub orders: OrderSettings,
     pub auth: AuthSettings,
@@ -88,6 +89,12 @@ pub struct PoolsSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PoolSettings {
     pub max_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CacheSettings {
+    pub ttl_secs: u64,
+    pub local_capacity: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

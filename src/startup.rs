@@ -16,12 +16,14 @@ use tracing_actix_web::TracingLogger;
 
 use crate::{
     actors::{
+        cache::CacheActor,
         catalog::{CatalogActor, CatalogReader},
         inventory::InventoryActor,
         order::OrderActor,
         user::UserActor,
     },
     auth::{JwtKeys, PasswordHasher},
+    cache::{Cache, RedisHealth},
     config::Settings,
     db::{build_pool, migrate},
     http::{errors, extractors::json::JsonLimit, middleware, routes},
@@ -36,9 +38,11 @@ pub struct AppState {
     pub orders: Addr<OrderActor>,
     /// Catalog reads run on the HTTP workers, not through a mailbox.
     pub catalog: CatalogReader,
+    /// Present when Redis is configured.
+    pub cache_actor: Option<Addr<CacheActor>>,
+    pub redis_health: RedisHealth,
     pub jwt: Arc<JwtKeys>,
     pub cursors: CursorCodec,
-    pub redis: Option<redis::Client>,
 }
 
 pub struct Application {
@@ -85,16 +89,36 @@ impl Application {
             })
         };
 
+        // The cache: Redis shared by every instance, or in-process.
+        let ttl = Duration::from_secs(settings.cache.ttl_secs);
+        let redis_health = RedisHealth::default();
+        let mut arbiters = Vec::new();
+        let (cache, cache_actor) = match settings.redis.url() {
+            Some(url) => {
+                let client = redis::Client::open(url)?;
+                let cache_arbiter = Arbiter::new();
+                let health = redis_health.clone();
+                let actor = Supervisor::start_in_arbiter(&cache_arbiter.handle(), move |_| {
+                    CacheActor::new(client, health)
+                });
+                arbiters.push(cache_arbiter);
+                (Cache::redis(redis_health.clone(), ttl), Some(actor))
+            }
+            None => (Cache::local(ttl, settings.cache.local_capacity), None),
+        };
+
         let catalog_arbiter = Arbiter::new();
         let catalog_writer = {
             let (url, size) = (db_url.clone(), settings.database.pools.catalog.max_size);
+            let cache = cache.clone();
             Supervisor::start_in_arbiter(&catalog_arbiter.handle(), move |_| {
-                CatalogActor::new(build_pool(&url, size, acquire))
+                CatalogActor::new(build_pool(&url, size, acquire), cache)
             })
         };
         let catalog = CatalogReader::new(
             build_pool(&db_url, settings.database.pools.reads.max_size, acquire),
             cursors.clone(),
+            cache.clone(),
         );
 
         // The InventoryActor serializes every stock change; it gets a thread
@@ -102,9 +126,9 @@ impl Application {
         let inventory_arbiter = Arbiter::new();
         let inventory = {
             let (url, size) = (db_url.clone(), settings.database.pools.inventory.max_size);
-            let inventory_settings = settings.inventory.clone();
+            let (inventory_settings, cache) = (settings.inventory.clone(), cache.clone());
             Supervisor::start_in_arbiter(&inventory_arbiter.handle(), move |_| {
-                InventoryActor::new(build_pool(&url, size, acquire), inventory_settings)
+                InventoryActor::new(build_pool(&url, size, acquire), cache, inventory_settings)
             })
         };
 
@@ -123,20 +147,16 @@ impl Application {
             })
         };
 
-        let redis = match settings.redis.url() {
-            Some(url) => Some(redis::Client::open(url)?),
-            None => None,
-        };
-
         let state = web::Data::new(AppState {
             users,
             catalog_writer,
             inventory,
             orders,
             catalog,
+            cache_actor,
+            redis_health,
             jwt,
             cursors,
-            redis,
         });
 
         let listener = TcpListener::bind(settings.address())?;
@@ -151,7 +171,10 @@ impl Application {
             port,
             state,
             server,
-            _arbiters: vec![user_arbiter, catalog_arbiter, inventory_arbiter, order_arbiter],
+            _arbiters: {
+                arbiters.extend([user_arbiter, catalog_arbiter, inventory_arbiter, order_arbiter]);
+                arbiters
+            },
         })
     }
 

@@ -6,10 +6,13 @@
 //! Reads do not go through a mailbox: `CatalogReader` runs them on the
 //! handler's own thread with the catalog pool.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::{
+    cache::{Cache, Family},
     db::DbPool,
     error::{AppError, FieldError},
     models::{
@@ -21,12 +24,21 @@ use crate::{
 
 pub struct CatalogActor {
     pool: DbPool,
+    cache: Cache,
 }
 
 impl CatalogActor {
-    pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+    pub fn new(pool: DbPool, cache: Cache) -> Self {
+        Self { pool, cache }
     }
+}
+
+fn category_families(id: i64) -> [Family; 2] {
+    [Family::Category(id), Family::Categories]
+}
+
+fn product_families(id: i64) -> [Family; 2] {
+    [Family::Product(id), Family::Products]
 }
 
 impl Actor for CatalogActor {
@@ -116,10 +128,10 @@ impl Handler<CreateCategory> for CatalogActor {
     type Result = Reply<Category>;
 
     fn handle(&mut self, msg: CreateCategory, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let (pool, cache) = (self.pool.clone(), self.cache.clone());
         Box::pin(async move {
             let mut conn = pool.get().await?;
-            category::insert(
+            let c = category::insert(
                 &mut conn,
                 &NewCategory {
                     name: msg.name,
@@ -127,7 +139,9 @@ impl Handler<CreateCategory> for CatalogActor {
                 },
             )
             .await
-            .map_err(catalog_error)
+            .map_err(catalog_error)?;
+            cache.invalidate(&category_families(c.id)).await;
+            Ok(c)
         })
     }
 }
@@ -136,13 +150,15 @@ impl Handler<UpdateCategory> for CatalogActor {
     type Result = Reply<Category>;
 
     fn handle(&mut self, msg: UpdateCategory, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let (pool, cache) = (self.pool.clone(), self.cache.clone());
         Box::pin(async move {
             let mut conn = pool.get().await?;
-            category::update(&mut conn, msg.id, &msg.changes)
+            let c = category::update(&mut conn, msg.id, &msg.changes)
                 .await
                 .map_err(catalog_error)?
-                .ok_or_else(category_not_found)
+                .ok_or_else(category_not_found)?;
+            cache.invalidate(&category_families(c.id)).await;
+            Ok(c)
         })
     }
 }
@@ -151,12 +167,15 @@ impl Handler<DeleteCategory> for CatalogActor {
     type Result = Reply<()>;
 
     fn handle(&mut self, msg: DeleteCategory, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let (pool, cache) = (self.pool.clone(), self.cache.clone());
         Box::pin(async move {
             let mut conn = pool.get().await?;
             match category::delete(&mut conn, msg.id).await {
                 Ok(0) => Err(category_not_found()),
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    cache.invalidate(&category_families(msg.id)).await;
+                    Ok(())
+                }
                 // Products (active or not) still refer to it.
                 Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
                     Err(AppError::conflict("Category is still used by products"))
@@ -171,12 +190,15 @@ impl Handler<CreateProduct> for CatalogActor {
     type Result = Reply<Product>;
 
     fn handle(&mut self, msg: CreateProduct, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let (pool, cache) = (self.pool.clone(), self.cache.clone());
         Box::pin(async move {
             let mut conn = pool.get().await?;
-            product::insert(&mut conn, &msg.product)
+            let p = product::insert(&mut conn, &msg.product)
                 .await
-                .map_err(catalog_error)
+                .map_err(catalog_error)?;
+            // Also the id: a 404 for it may have been cached before it existed.
+            cache.invalidate(&product_families(p.id)).await;
+            Ok(p)
         })
     }
 }
@@ -185,13 +207,15 @@ impl Handler<UpdateProduct> for CatalogActor {
     type Result = Reply<Product>;
 
     fn handle(&mut self, msg: UpdateProduct, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let (pool, cache) = (self.pool.clone(), self.cache.clone());
         Box::pin(async move {
             let mut conn = pool.get().await?;
-            product::update(&mut conn, msg.id, &msg.changes)
+            let p = product::update(&mut conn, msg.id, &msg.changes)
                 .await
                 .map_err(catalog_error)?
-                .ok_or_else(product_not_found)
+                .ok_or_else(product_not_found)?;
+            cache.invalidate(&product_families(p.id)).await;
+            Ok(p)
         })
     }
 }
@@ -200,30 +224,108 @@ impl Handler<DeleteProduct> for CatalogActor {
     type Result = Reply<Product>;
 
     fn handle(&mut self, msg: DeleteProduct, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let (pool, cache) = (self.pool.clone(), self.cache.clone());
         Box::pin(async move {
             let mut conn = pool.get().await?;
             let changes = ProductChanges {
                 is_active: Some(false),
                 ..Default::default()
             };
-            product::update(&mut conn, msg.id, &changes)
+            let p = product::update(&mut conn, msg.id, &changes)
                 .await?
-                .ok_or_else(product_not_found)
+                .ok_or_else(product_not_found)?;
+            cache.invalidate(&product_families(p.id)).await;
+            Ok(p)
         })
     }
 }
 
-/// Catalog reads, run by the handler itself (no mailbox hop).
+/// Catalog reads, run by the handler itself (no mailbox hop), cache-aside:
+/// each returns the `data` JSON, from the cache or freshly loaded.
 #[derive(Clone)]
 pub struct CatalogReader {
     pool: DbPool,
     cursors: CursorCodec,
+    cache: Cache,
 }
 
+/// A short, stable key for a listing request.
+fn listing_key(prefix: &str, request: impl std::fmt::Debug) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{}:{request:?}", env!("CARGO_PKG_VERSION")).as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}:{hex}")
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, AppError> {
+    serde_json::to_string(v).map_err(AppError::internal)
+}
+
+/// Cached stand-in for "no such (visible) row".
+const MISSING: &str = "null";
+
 impl CatalogReader {
-    pub fn new(pool: DbPool, cursors: CursorCodec) -> Self {
-        Self { pool, cursors }
+    pub fn new(pool: DbPool, cursors: CursorCodec, cache: Cache) -> Self {
+        Self { pool, cursors, cache }
+    }
+
+    pub async fn product_json(&self, id: i64, include_inactive: bool) -> Result<Arc<str>, AppError> {
+        let key = format!("sf:p:{id}:{}", if include_inactive { "admin" } else { "public" });
+        let json = self
+            .cache
+            .get_or_load(&[Family::Product(id)], &key, async {
+                match self.product(id, include_inactive).await {
+                    Ok(p) => to_json(&p),
+                    Err(AppError::NotFound(_)) => Ok(MISSING.to_owned()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if &*json == MISSING {
+            return Err(product_not_found());
+        }
+        Ok(json)
+    }
+
+    pub async fn products_json(
+        &self,
+        filter: &ProductFilter,
+        sort: ProductSort,
+        page: PageRequest<ProductCursor>,
+    ) -> Result<Arc<str>, AppError> {
+        let key = listing_key("sf:pl", (filter, sort, &page));
+        self.cache
+            .get_or_load(&[Family::Products], &key, async {
+                to_json(&self.products(filter, sort, page.clone()).await?)
+            })
+            .await
+    }
+
+    pub async fn category_json(&self, id: i64) -> Result<Arc<str>, AppError> {
+        let key = format!("sf:c:{id}");
+        let json = self
+            .cache
+            .get_or_load(&[Family::Category(id)], &key, async {
+                match self.category(id).await {
+                    Ok(c) => to_json(&c),
+                    Err(AppError::NotFound(_)) => Ok(MISSING.to_owned()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if &*json == MISSING {
+            return Err(category_not_found());
+        }
+        Ok(json)
+    }
+
+    pub async fn categories_json(&self, page: PageRequest<CategoryCursor>) -> Result<Arc<str>, AppError> {
+        let key = listing_key("sf:cl", &page);
+        self.cache
+            .get_or_load(&[Family::Categories], &key, async {
+                to_json(&self.categories(page.clone()).await?)
+            })
+            .await
     }
 
     pub async fn product(&self, id: i64, include_inactive: bool) -> Result<Product, AppError> {

@@ -1,5 +1,6 @@
 //! Supervised actors that own the state-changing work and their own pools.
 
+pub mod cache;
 pub mod catalog;
 pub mod inventory;
 pub mod order;

@@ -76,3 +76,14 @@ pub fn raw(status: StatusCode, body: String) -> HttpResponse {
         .content_type(actix_web::http::header::ContentType::json())
         .body(body)
 }
+
+/// 200 with `data` already serialized (cached JSON), without re-parsing it.
+/// `message` is one of our own constant texts (no quotes or backslashes).
+pub fn ok_raw(message: &'static str, data_json: &str) -> HttpResponse {
+    debug_assert!(!message.contains(['"', '\\']));
+    let body = format!(
+        r#"{{"success":true,"message":"{message}","data":{data_json},"timestamp":"{}","statusCode":200}}"#,
+        now()
+    );
+    raw(StatusCode::OK, body)
+}

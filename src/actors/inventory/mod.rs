@@ -33,6 +33,7 @@ use self::allocate::{allocate, Locked, Op, Outcome, Writes};
 pub use self::allocate::{Line, Placed};
 use crate::{
     auth::AuthUser,
+    cache::{Cache, Family},
     config::InventorySettings,
     db::{
         schema::{order_items, orders},
@@ -48,6 +49,7 @@ type Responder = oneshot::Sender<Result<Outcome, AppError>>;
 
 pub struct InventoryActor {
     pool: DbPool,
+    cache: Cache,
     settings: InventorySettings,
     queue: VecDeque<(Op, Responder)>,
     running: bool,
@@ -55,9 +57,10 @@ pub struct InventoryActor {
 }
 
 impl InventoryActor {
-    pub fn new(pool: DbPool, settings: InventorySettings) -> Self {
+    pub fn new(pool: DbPool, cache: Cache, settings: InventorySettings) -> Self {
         Self {
             pool,
+            cache,
             settings,
             queue: VecDeque::new(),
             running: false,
@@ -95,9 +98,20 @@ impl InventoryActor {
     fn run_batch(&mut self, ctx: &mut Context<Self>) {
         let n = self.queue.len().min(self.settings.max_batch.max(1));
         let (ops, responders): (Vec<Op>, Vec<Responder>) = self.queue.drain(..n).unzip();
-        let pool = self.pool.clone();
+        let (pool, cache) = (self.pool.clone(), self.cache.clone());
         let inject_panic = std::mem::take(&mut self.panic_next_batch);
-        let fut = AssertUnwindSafe(execute(pool, ops, inject_panic)).catch_unwind();
+        let fut = AssertUnwindSafe(async move {
+            let (outcomes, changed) = execute(pool, ops, inject_panic).await?;
+            // Committed: invalidate before anyone is answered, so no client
+            // reads a stock figure older than its own order.
+            if !changed.is_empty() {
+                let mut families: Vec<Family> = changed.into_iter().map(Family::Product).collect();
+                families.push(Family::Products);
+                cache.invalidate(&families).await;
+            }
+            Ok::<_, AppError>(outcomes)
+        })
+        .catch_unwind();
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.running = false;
             match result {
@@ -278,12 +292,11 @@ impl Handler<PanicNextBatch> for InventoryActor {
     }
 }
 
-/// Runs one batch in one transaction and returns each op's outcome.
-async fn execute(
-    pool: DbPool,
-    ops: Vec<Op>,
-    inject_panic: bool,
-) -> Result<Vec<Result<Outcome, AppError>>, AppError> {
+type Outcomes = Vec<Result<Outcome, AppError>>;
+
+/// Runs one batch in one transaction and returns each op's outcome and the
+/// products whose stock changed.
+async fn execute(pool: DbPool, ops: Vec<Op>, inject_panic: bool) -> Result<(Outcomes, Vec<i64>), AppError> {
     let mut conn = pool.get().await?;
     conn.transaction::<_, AppError, _>(async move |conn| {
         let orders = lock_orders(conn, &ops).await?;
@@ -331,8 +344,9 @@ async fn execute(
             })
             .collect();
         let allocation = allocate(&ops, products, orders, &order_ids, &item_ids, now);
+        let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
         write(conn, allocation.writes).await?;
-        Ok(allocation.outcomes)
+        Ok((allocation.outcomes, changed))
     })
     .await
 }

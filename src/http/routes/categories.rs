@@ -56,13 +56,13 @@ async fn list(
     let page = state
         .cursors
         .page_request(version, &query, CATEGORIES_CURSOR_SCOPE)?;
-    let categories = state.catalog.categories(page).await?;
-    Ok(envelope::ok("Categories retrieved successfully", categories))
+    let categories = state.catalog.categories_json(page).await?;
+    Ok(envelope::ok_raw("Categories retrieved successfully", &categories))
 }
 
 async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
-    let category = state.catalog.category(*id).await?;
-    Ok(envelope::ok("Category retrieved successfully", category))
+    let category = state.catalog.category_json(*id).await?;
+    Ok(envelope::ok_raw("Category retrieved successfully", &category))
 }
 
 async fn create(

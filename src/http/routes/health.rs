@@ -5,7 +5,10 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::{actors::user::Ping, startup::AppState};
+use crate::{
+    actors::{cache::CheckRedis, user::Ping},
+    startup::AppState,
+};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health/live").route(web::get().to(live)))
@@ -23,18 +26,12 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         tokio::time::timeout(CHECK_TIMEOUT, state.users.send(Ping)).await,
         Ok(Ok(Ok(())))
     );
-    let redis = match &state.redis {
+    let redis = match &state.cache_actor {
         None => "disabled",
-        Some(client) => {
-            let ping = async {
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await
-            };
-            match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
-                Ok(Ok(_)) => "up",
-                _ => "down",
-            }
-        }
+        Some(cache) => match tokio::time::timeout(CHECK_TIMEOUT, cache.send(CheckRedis)).await {
+            Ok(Ok(true)) => "up",
+            _ => "down",
+        },
     };
     let up = database && redis != "down";
     let body = json!({

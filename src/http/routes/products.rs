@@ -118,8 +118,8 @@ async fn list(
         in_stock,
         include_inactive: auth.is_admin(),
     };
-    let products = state.catalog.products(&filter, sort, checked(page)?).await?;
-    Ok(envelope::ok("Products retrieved successfully", products))
+    let products = state.catalog.products_json(&filter, sort, checked(page)?).await?;
+    Ok(envelope::ok_raw("Products retrieved successfully", &products))
 }
 
 async fn get(
@@ -127,8 +127,8 @@ async fn get(
     auth: OptionalAuth,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    let product = state.catalog.product(*id, auth.is_admin()).await?;
-    Ok(envelope::ok("Product retrieved successfully", product))
+    let product = state.catalog.product_json(*id, auth.is_admin()).await?;
+    Ok(envelope::ok_raw("Product retrieved successfully", &product))
 }
 
 #[derive(Deserialize)]
