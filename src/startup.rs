@@ -5,6 +5,7 @@ use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix::{Addr, Arbiter, ArbiterHandle, Supervisor};
 use actix_cors::Cors;
+use actix_governor::Governor;
 use actix_web::{
     dev::{Server, ServerHandle},
     http::{header, Method},
@@ -26,7 +27,15 @@ use crate::{
     cache::{Cache, RedisHealth},
     config::Settings,
     db::{build_pool, migrate},
-    http::{errors, extractors::json::JsonLimit, middleware, routes},
+    http::{
+        errors,
+        extractors::json::JsonLimit,
+        middleware::{
+            self,
+            rate_limit::{RateLimiter, Scope},
+        },
+        routes,
+    },
     pagination::CursorCodec,
 };
 
@@ -253,17 +262,30 @@ fn cors(origins: &[String]) -> Cors {
 fn run(listener: TcpListener, state: web::Data<AppState>, settings: &Settings) -> anyhow::Result<Server> {
     let json_limit = settings.server.json_limit;
     let origins = settings.server.allowed_origins.clone();
+    let limiter = RateLimiter {
+        settings: settings.rate_limit.clone(),
+        trusted_proxies: settings.server.trusted_proxies.clone(),
+        redis: settings.redis.url().map(|_| state.redis_health.clone()),
+    };
+    // Built once so every worker shares the same in-process counters.
+    let api_limit = limiter.governor_config(Scope::Api);
+    let login_limit = limiter.governor_config(Scope::Login);
+    let limiter = web::Data::new(limiter);
     let mut server = HttpServer::new(move || {
         App::new()
             // Inner to outer: the last `wrap` sees the request first.
             .wrap(errors::envelope_errors())
             .wrap(Compress::default())
+            .wrap(Governor::new(&api_limit))
+            .wrap(Governor::new(&login_limit))
+            .wrap(from_fn(middleware::rate_limit::shared))
             .wrap(cors(&origins))
             .wrap(middleware::security_headers::middleware())
             .wrap(from_fn(middleware::span::access_log))
             .wrap(TracingLogger::<middleware::span::StorefrontRootSpan>::new())
             .wrap(from_fn(middleware::request_id::middleware))
             .app_data(state.clone())
+            .app_data(limiter.clone())
             .app_data(JsonLimit(json_limit))
             .app_data(web::PayloadConfig::new(json_limit))
             .app_data(web::PathConfig::default().error_handler(errors::path_error))
