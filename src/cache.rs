@@ -39,27 +39,44 @@ pub enum Family {
 }
 
 impl Family {
-    fn key(&self) -> String {
+    fn key(&self, prefix: &str) -> String {
         match self {
-            Self::Product(id) => format!("sf:gen:product:{id}"),
-            Self::Products => "sf:gen:products".into(),
-            Self::Category(id) => format!("sf:gen:category:{id}"),
-            Self::Categories => "sf:gen:categories".into(),
+            Self::Product(id) => format!("{prefix}:gen:product:{id}"),
+            Self::Products => format!("{prefix}:gen:products"),
+            Self::Category(id) => format!("{prefix}:gen:category:{id}"),
+            Self::Categories => format!("{prefix}:gen:categories"),
         }
     }
 }
 
-pub const EPOCH_KEY: &str = "sf:epoch";
-
 /// Whether Redis answered the last time anyone asked. Shared by the cache,
 /// the rate limiter and the readiness check.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RedisHealth {
     up: Arc<AtomicBool>,
     manager: Arc<RwLock<Option<ConnectionManager>>>,
+    prefix: Arc<str>,
 }
 
 impl RedisHealth {
+    /// `prefix` namespaces every key (`redis.prefix`), so deployments can
+    /// share one Redis.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            up: Arc::default(),
+            manager: Arc::default(),
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
@@ -187,11 +204,11 @@ impl Cache {
                     return load.await.map(Into::into);
                 };
                 let mut script = SCRIPT.prepare_invoke();
-                script.key(EPOCH_KEY);
+                script.key(health.epoch_key());
                 for f in families {
-                    script.key(f.key());
+                    script.key(f.key(health.prefix()));
                 }
-                script.arg(key);
+                script.arg(format!("{}:{key}", health.prefix()));
                 let found: Result<(String, Option<String>), _> = script.invoke_async(&mut conn).await;
                 match found {
                     Ok((_, Some(v))) => {
@@ -201,7 +218,7 @@ impl Cache {
                     Ok((version, None)) => {
                         self.stats.misses.fetch_add(1, Ordering::Relaxed);
                         let value = load.await?;
-                        let full = format!("{key}:{version}");
+                        let full = format!("{}:{key}:{version}", health.prefix());
                         let ttl = self.ttl.as_secs().max(1);
                         let stored: Result<(), _> = redis::cmd("SET")
                             .arg(&full)
@@ -246,10 +263,11 @@ impl Cache {
                 };
                 let mut pipe = redis::pipe();
                 for f in families {
+                    let k = f.key(health.prefix());
                     // Generations outlive any value stored under them.
-                    pipe.cmd("INCR").arg(f.key()).ignore();
+                    pipe.cmd("INCR").arg(&k).ignore();
                     pipe.cmd("EXPIRE")
-                        .arg(f.key())
+                        .arg(&k)
                         .arg(self.ttl.as_secs().max(1) * 4 + 3600)
                         .ignore();
                 }

@@ -113,6 +113,7 @@ pub struct OrderSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
     pub url: SecretString,
+    pub prefix: String,
 }
 
 impl RedisSettings {

@@ -100,7 +100,7 @@ impl Application {
 
         // The cache: Redis shared by every instance, or in-process.
         let ttl = Duration::from_secs(settings.cache.ttl_secs);
-        let redis_health = RedisHealth::default();
+        let redis_health = RedisHealth::new(&settings.redis.prefix);
         let mut arbiters = Vec::new();
         let (cache, cache_actor) = match settings.redis.url() {
             Some(url) => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::cache::{RedisHealth, EPOCH_KEY};
+use crate::cache::RedisHealth;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -69,7 +69,10 @@ async fn probe(client: redis::Client, health: RedisHealth) -> bool {
     match pong {
         Ok(_) if health.is_up() => true,
         Ok(_) => {
-            let bumped: Result<i64, _> = redis::cmd("INCR").arg(EPOCH_KEY).query_async(&mut conn).await;
+            let bumped: Result<i64, _> = redis::cmd("INCR")
+                .arg(health.epoch_key())
+                .query_async(&mut conn)
+                .await;
             match bumped {
                 Ok(epoch) => {
                     tracing::info!(epoch, "Redis is up; cache epoch bumped");

@@ -269,8 +269,13 @@ impl CatalogReader {
         Self { pool, cursors, cache }
     }
 
+    /// Hits and misses, for /metrics and tests.
+    pub fn cache_stats(&self) -> &crate::cache::CacheStats {
+        &self.cache.stats
+    }
+
     pub async fn product_json(&self, id: i64, include_inactive: bool) -> Result<Arc<str>, AppError> {
-        let key = format!("sf:p:{id}:{}", if include_inactive { "admin" } else { "public" });
+        let key = format!("p:{id}:{}", if include_inactive { "admin" } else { "public" });
         let json = self
             .cache
             .get_or_load(&[Family::Product(id)], &key, async {
@@ -293,7 +298,7 @@ impl CatalogReader {
         sort: ProductSort,
         page: PageRequest<ProductCursor>,
     ) -> Result<Arc<str>, AppError> {
-        let key = listing_key("sf:pl", (filter, sort, &page));
+        let key = listing_key("pl", (filter, sort, &page));
         self.cache
             .get_or_load(&[Family::Products], &key, async {
                 to_json(&self.products(filter, sort, page.clone()).await?)
@@ -302,7 +307,7 @@ impl CatalogReader {
     }
 
     pub async fn category_json(&self, id: i64) -> Result<Arc<str>, AppError> {
-        let key = format!("sf:c:{id}");
+        let key = format!("c:{id}");
         let json = self
             .cache
             .get_or_load(&[Family::Category(id)], &key, async {
@@ -320,7 +325,7 @@ impl CatalogReader {
     }
 
     pub async fn categories_json(&self, page: PageRequest<CategoryCursor>) -> Result<Arc<str>, AppError> {
-        let key = listing_key("sf:cl", &page);
+        let key = listing_key("cl", &page);
         self.cache
             .get_or_load(&[Family::Categories], &key, async {
                 to_json(&self.categories(page.clone()).await?)

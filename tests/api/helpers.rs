@@ -420,3 +420,140 @@ impl TestApp {
             .collect()
     }
 }
+
+/// The Redis the tests use; override with STOREFRONT_TEST_REDIS.
+pub fn redis_url() -> String {
+    std::env::var("STOREFRONT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Deletes every key under a test's prefix when dropped.
+pub struct RedisKeys {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        blocking(move || {
+            let Ok(client) = redis::Client::open(url) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        });
+    }
+}
+
+/// An application using Redis at `url`, with its keys under a prefix of its
+/// own (removed afterwards).
+pub async fn spawn_app_with_redis(url: &str, customise: impl FnOnce(&mut Settings)) -> (TestApp, RedisKeys) {
+    let prefix = format!(
+        "sftest{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let keys = RedisKeys {
+        url: url.to_owned(),
+        prefix: prefix.clone(),
+    };
+    let url = url.to_owned();
+    let app = spawn_app_with(move |s| {
+        s.redis.url = url.into();
+        s.redis.prefix = prefix;
+        customise(s);
+    })
+    .await;
+    (app, keys)
+}
+
+/// Waits until /health/ready reports Redis as `want`.
+pub async fn wait_for_redis(app: &TestApp, want: &str) {
+    for _ in 0..100 {
+        let r = app.get("/health/ready", None).await;
+        if r.body["checks"]["redis"] == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("redis never became {want}");
+}
+
+/// A redis-server of the test's own on a free port.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: std::path::PathBuf,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let dir = std::env::temp_dir().join(format!("sf-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut r = Self {
+            port,
+            child: None,
+            dir,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test.sh installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -8,4 +8,5 @@ mod http;
 mod inventory;
 mod migrations;
 mod orders;
+mod redis;
 mod users;

@@ -95,7 +95,10 @@ impl RateLimiter {
 
     /// The in-process limiter's configuration for `scope`. Build it once:
     /// every `Governor::new(&config)` made from it shares one limiter.
-    pub fn governor_config(&self, scope: Scope) -> GovernorConfig<ScopedClient, NoOpMiddleware<QuantaInstant>> {
+    pub fn governor_config(
+        &self,
+        scope: Scope,
+    ) -> GovernorConfig<ScopedClient, NoOpMiddleware<QuantaInstant>> {
         let max = self.max(scope);
         let config = GovernorConfigBuilder::default()
             .period(self.window() / max)
@@ -175,7 +178,8 @@ fn too_many(d: &Decision) -> HttpResponse {
     for (name, value) in limit_headers(d) {
         res.headers_mut().insert(name, value);
     }
-    res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(d.reset_secs.max(1)));
+    res.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(d.reset_secs.max(1)));
     res
 }
 
@@ -214,11 +218,12 @@ pub async fn shared(
     let Some(mut conn) = health.connection() else {
         return next.call(req).await.map(ServiceResponse::map_into_left_body);
     };
-    let client = client_ip(&req, &limiter.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let client =
+        client_ip(&req, &limiter.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let window = limiter.window();
     let mut invocation = SCRIPT.prepare_invoke();
     for scope in &scopes {
-        invocation.key(format!("sf:rl:{}:{client}", scope.name()));
+        invocation.key(format!("{}:rl:{}:{client}", health.prefix(), scope.name()));
     }
     invocation.arg(window.as_millis() as u64);
     let counts: Vec<i64> = match invocation.invoke_async(&mut conn).await {
@@ -271,13 +276,18 @@ impl KeyExtractor for ScopedClient {
     type KeyExtractionError = NoKeyError;
 
     fn extract(&self, req: &ServiceRequest) -> Result<Self::Key, Self::KeyExtractionError> {
-        if !self.limiter.scopes(req).contains(&self.scope) || req.extensions().contains::<AdmittedGlobally>() {
+        if !self.limiter.scopes(req).contains(&self.scope) || req.extensions().contains::<AdmittedGlobally>()
+        {
             return Ok(None);
         }
         Ok(client_ip(req, &self.limiter.trusted_proxies))
     }
 
-    fn exceed_rate_limit_response(&self, negative: &NotUntil<QuantaInstant>, _: HttpResponseBuilder) -> HttpResponse {
+    fn exceed_rate_limit_response(
+        &self,
+        negative: &NotUntil<QuantaInstant>,
+        _: HttpResponseBuilder,
+    ) -> HttpResponse {
         use actix_governor::governor::clock::{Clock, DefaultClock};
         let wait = negative.wait_time_from(DefaultClock::default().now());
         too_many(&Decision {
@@ -319,14 +329,23 @@ mod tests {
                 .to_srv_request()
         };
         // Untrusted peer: the header is ignored.
-        assert_eq!(client_ip(&req("1.2.3.4", "9.9.9.9"), &[proxy]), "1.2.3.4".parse().ok());
+        assert_eq!(
+            client_ip(&req("1.2.3.4", "9.9.9.9"), &[proxy]),
+            "1.2.3.4".parse().ok()
+        );
         // Trusted proxy: the right-most untrusted address.
-        assert_eq!(client_ip(&req("10.0.0.1", "6.6.6.6, 9.9.9.9"), &[proxy]), "9.9.9.9".parse().ok());
+        assert_eq!(
+            client_ip(&req("10.0.0.1", "6.6.6.6, 9.9.9.9"), &[proxy]),
+            "9.9.9.9".parse().ok()
+        );
         assert_eq!(
             client_ip(&req("10.0.0.1", "9.9.9.9, 10.0.0.1"), &[proxy]),
             "9.9.9.9".parse().ok()
         );
         // Garbage: fall back to the peer.
-        assert_eq!(client_ip(&req("10.0.0.1", "nonsense"), &[proxy]), "10.0.0.1".parse().ok());
+        assert_eq!(
+            client_ip(&req("10.0.0.1", "nonsense"), &[proxy]),
+            "10.0.0.1".parse().ok()
+        );
     }
 }
