@@ -34,6 +34,14 @@ pub enum Command {
         #[arg(long)]
         revert_all: bool,
     },
+    /// Load demo data: categories, N products, a demo admin and customer.
+    Seed {
+        #[arg(long, default_value_t = 1000)]
+        products: i64,
+        /// Do nothing when the catalog already has products.
+        #[arg(long)]
+        if_empty: bool,
+    },
     /// Create an admin account. The password comes from
     /// STOREFRONT_ADMIN_PASSWORD or a prompt.
     CreateAdmin {
@@ -69,6 +77,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CreateAdmin { email, name, role } => create_admin(settings, &email, &name, &role).await,
+        Command::Seed { products, if_empty } => {
+            let url = settings.database.url.expose_secret();
+            migrate::run_pending(url).await?;
+            let report = crate::seed::run(url, products.max(0), if_empty).await?;
+            if report.skipped {
+                println!("catalog already has {} products; nothing seeded", report.products);
+            } else {
+                println!("seeded {} products in {:.1}s", report.products, report.seconds);
+                println!(
+                    "demo accounts: {} / {} (super_admin), {} / {} (user)",
+                    crate::seed::DEMO_ADMIN.0,
+                    crate::seed::DEMO_ADMIN.1,
+                    crate::seed::DEMO_CUSTOMER.0,
+                    crate::seed::DEMO_CUSTOMER.1
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -11,5 +11,6 @@ pub mod error;
 pub mod http;
 pub mod models;
 pub mod pagination;
+pub mod seed;
 pub mod startup;
 pub mod telemetry;

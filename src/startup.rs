@@ -56,6 +56,7 @@ pub struct AppState {
 
 pub struct Application {
     port: u16,
+    handle_signals: bool,
     state: web::Data<AppState>,
     server: Server,
     /// Keeps the actor arbiters alive as long as the server.
@@ -178,6 +179,7 @@ impl Application {
         );
         Ok(Self {
             port,
+            handle_signals: true,
             state,
             server,
             _arbiters: {
@@ -189,6 +191,13 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether SIGTERM/SIGINT stop the server (default). Tests turn it off so
+    /// Ctrl-C still ends the test process.
+    pub fn handle_signals(mut self, yes: bool) -> Self {
+        self.handle_signals = yes;
+        self
     }
 
     /// The actors and shared state (tests talk to actors directly).
@@ -204,12 +213,58 @@ impl Application {
         }
     }
 
+    /// Serves until SIGTERM or SIGINT (or a stop through the handle), then
+    /// shuts down gracefully: stop accepting, finish the requests in flight
+    /// (up to `server.shutdown_timeout_secs`), let the InventoryActor answer
+    /// everything it queued, then stop the actors, which closes their pools.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let handle_signals = self.handle_signals;
+        let signals = actix_web::rt::spawn(async move {
+            if !handle_signals {
+                return;
+            }
+            let signal = wait_for_signal().await;
+            tracing::info!(signal, "shutting down gracefully");
+            handle.stop(true).await;
+        });
         let result = self.server.await;
+        signals.abort();
+        let flushed = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.state.inventory.send(crate::actors::inventory::Flush),
+        )
+        .await;
+        if flushed.is_err() {
+            tracing::warn!("inventory did not drain within 10 s");
+        }
         for arbiter in &self._arbiters {
             arbiter.stop();
         }
+        tracing::info!("stopped");
         result
+    }
+}
+
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                tracing::warn!("cannot install signal handlers");
+                std::future::pending().await
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
     }
 }
 
@@ -294,6 +349,8 @@ fn run(listener: TcpListener, state: web::Data<AppState>, settings: &Settings) -
             .default_service(web::to(errors::not_found))
     })
     .listen(listener)?
+    // Signals are ours (run_until_stopped): SIGINT must be graceful too.
+    .disable_signals()
     .shutdown_timeout(settings.server.shutdown_timeout_secs);
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);

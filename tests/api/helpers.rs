@@ -211,6 +211,7 @@ pub async fn spawn_on(db: std::sync::Arc<TestDb>, settings: Settings) -> TestApp
         .await
         .expect("build application");
     let state = app.state();
+    let app = app.handle_signals(false);
     let address = format!("http://127.0.0.1:{}", app.port());
     let stopper = app.stopper();
     actix_web::rt::spawn(app.run_until_stopped());

@@ -7,6 +7,7 @@ mod helpers;
 mod http;
 mod inventory;
 mod migrations;
+mod ops;
 mod orders;
 mod redis;
 mod users;

@@ -54,6 +54,8 @@ pub struct InventoryActor {
     queue: VecDeque<(Op, Responder)>,
     running: bool,
     panic_next_batch: bool,
+    /// `Flush` callers waiting for the queue to empty.
+    flushed: Vec<oneshot::Sender<()>>,
 }
 
 impl InventoryActor {
@@ -65,6 +67,7 @@ impl InventoryActor {
             queue: VecDeque::new(),
             running: false,
             panic_next_batch: false,
+            flushed: Vec::new(),
         }
     }
 
@@ -86,6 +89,11 @@ impl InventoryActor {
     /// Starts a batch soon, unless one is running (its completion starts the
     /// next).
     fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if !self.running && self.queue.is_empty() {
+            for tx in self.flushed.drain(..) {
+                let _ = tx.send(());
+            }
+        }
         if self.running || self.queue.is_empty() {
             return;
         }
@@ -205,6 +213,25 @@ pub struct AdjustStock {
 pub struct StockLevel {
     pub product_id: i64,
     pub stock_quantity: i32,
+}
+
+/// Resolves once every queued request has been decided and answered
+/// (graceful shutdown waits for it before closing the pools).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for InventoryActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.flushed.push(tx);
+        self.schedule(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
 }
 
 /// Test hook: the next batch panics after locking its rows, mid-transaction.
