@@ -19,7 +19,7 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, Mutex, RwLock,
     },
     time::Duration,
@@ -27,7 +27,7 @@ use std::{
 
 use redis::aio::ConnectionManager;
 
-use crate::error::AppError;
+use crate::{error::AppError, metrics::Metrics};
 
 /// What a cached value depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -119,18 +119,11 @@ struct Local {
     generations: Mutex<HashMap<Family, u64>>,
 }
 
-/// Counters shown on /metrics.
-#[derive(Default)]
-pub struct CacheStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-}
-
 #[derive(Clone)]
 pub struct Cache {
     backend: Backend,
     ttl: Duration,
-    pub stats: Arc<CacheStats>,
+    metrics: Arc<Metrics>,
 }
 
 /// Reads the epoch and the generations in KEYS, then the value stored under
@@ -147,15 +140,15 @@ static SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(GET_VERSIONED));
 
 impl Cache {
-    pub fn redis(health: RedisHealth, ttl: Duration) -> Self {
+    pub fn redis(health: RedisHealth, ttl: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             backend: Backend::Redis(health),
             ttl,
-            stats: Arc::default(),
+            metrics,
         }
     }
 
-    pub fn local(ttl: Duration, capacity: u64) -> Self {
+    pub fn local(ttl: Duration, capacity: u64, metrics: Arc<Metrics>) -> Self {
         Self {
             backend: Backend::Local(Arc::new(Local {
                 values: moka::future::Cache::builder()
@@ -165,7 +158,7 @@ impl Cache {
                 generations: Mutex::new(HashMap::new()),
             })),
             ttl,
-            stats: Arc::default(),
+            metrics,
         }
     }
 
@@ -190,17 +183,17 @@ impl Cache {
                 };
                 let full = format!("{key}:{version}");
                 if let Some(v) = local.values.get(&full).await {
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.cache_hits.inc();
                     return Ok(v);
                 }
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.metrics.cache_misses.inc();
                 let value: Arc<str> = load.await?.into();
                 local.values.insert(full, value.clone()).await;
                 Ok(value)
             }
             Backend::Redis(health) => {
                 let Some(mut conn) = health.connection() else {
-                    self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.cache_misses.inc();
                     return load.await.map(Into::into);
                 };
                 let mut script = SCRIPT.prepare_invoke();
@@ -212,11 +205,11 @@ impl Cache {
                 let found: Result<(String, Option<String>), _> = script.invoke_async(&mut conn).await;
                 match found {
                     Ok((_, Some(v))) => {
-                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.cache_hits.inc();
                         Ok(v.into())
                     }
                     Ok((version, None)) => {
-                        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.cache_misses.inc();
                         let value = load.await?;
                         let full = format!("{}:{key}:{version}", health.prefix());
                         let ttl = self.ttl.as_secs().max(1);
@@ -234,7 +227,7 @@ impl Cache {
                     }
                     Err(e) => {
                         health.failed("cache get", &e);
-                        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.cache_misses.inc();
                         load.await.map(Into::into)
                     }
                 }
@@ -286,7 +279,8 @@ mod tests {
 
     #[actix_web::test]
     async fn local_versions_invalidate_exactly_their_families() {
-        let cache = Cache::local(Duration::from_secs(60), 100);
+        let metrics = Arc::new(Metrics::new());
+        let cache = Cache::local(Duration::from_secs(60), 100, metrics.clone());
         let load = |v: &'static str| async move { Ok::<_, AppError>(v.to_owned()) };
         let f1 = [Family::Product(1)];
         assert_eq!(&*cache.get_or_load(&f1, "p:1", load("a")).await.expect("ok"), "a");
@@ -308,6 +302,6 @@ mod tests {
             "x",
             "untouched"
         );
-        assert_eq!(cache.stats.hits.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.cache_hits.get(), 2);
     }
 }

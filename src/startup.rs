@@ -36,6 +36,7 @@ use crate::{
         },
         routes,
     },
+    metrics::Metrics,
     pagination::CursorCodec,
 };
 
@@ -52,6 +53,7 @@ pub struct AppState {
     pub redis_health: RedisHealth,
     pub jwt: Arc<JwtKeys>,
     pub cursors: CursorCodec,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Application {
@@ -87,15 +89,27 @@ impl Application {
         let cursors = CursorCodec::new(&secret);
         let hasher = PasswordHasher::new(settings.auth.hash_concurrency);
 
+        let metrics = Arc::new(Metrics::new());
+        // A pool for `name`, reported on /metrics.
+        let pool = {
+            let (url, metrics) = (db_url.clone(), metrics.clone());
+            move |name: &'static str, size: u32| {
+                let pool = build_pool(&url, size, acquire);
+                metrics.register_pool(name, pool.clone());
+                pool
+            }
+        };
+        let pools = &settings.database.pools;
+
         // Each actor on its own Arbiter (thread), with its own pool created
         // there, under a Supervisor that restarts it after a panic.
         let user_arbiter = Arbiter::new();
         let users = {
-            let (jwt, cursors) = (jwt.clone(), cursors.clone());
+            let (jwt, cursors, pool) = (jwt.clone(), cursors.clone(), pool.clone());
             let refresh_ttl = Duration::from_secs(settings.auth.refresh_ttl_secs);
-            let (url, size) = (db_url.clone(), settings.database.pools.user.max_size);
+            let size = pools.user.max_size;
             Supervisor::start_in_arbiter(&user_arbiter.handle(), move |_| {
-                UserActor::new(build_pool(&url, size, acquire), hasher, jwt, cursors, refresh_ttl)
+                UserActor::new(pool("user", size), hasher, jwt, cursors, refresh_ttl)
             })
         };
 
@@ -112,21 +126,26 @@ impl Application {
                     CacheActor::new(client, health)
                 });
                 arbiters.push(cache_arbiter);
-                (Cache::redis(redis_health.clone(), ttl), Some(actor))
+                (
+                    Cache::redis(redis_health.clone(), ttl, metrics.clone()),
+                    Some(actor),
+                )
             }
-            None => (Cache::local(ttl, settings.cache.local_capacity), None),
+            None => (
+                Cache::local(ttl, settings.cache.local_capacity, metrics.clone()),
+                None,
+            ),
         };
 
         let catalog_arbiter = Arbiter::new();
         let catalog_writer = {
-            let (url, size) = (db_url.clone(), settings.database.pools.catalog.max_size);
-            let cache = cache.clone();
+            let (cache, pool, size) = (cache.clone(), pool.clone(), pools.catalog.max_size);
             Supervisor::start_in_arbiter(&catalog_arbiter.handle(), move |_| {
-                CatalogActor::new(build_pool(&url, size, acquire), cache)
+                CatalogActor::new(pool("catalog", size), cache)
             })
         };
         let catalog = CatalogReader::new(
-            build_pool(&db_url, settings.database.pools.reads.max_size, acquire),
+            pool("reads", pools.reads.max_size),
             cursors.clone(),
             cache.clone(),
         );
@@ -135,25 +154,21 @@ impl Application {
         // of its own so nothing else delays its batches.
         let inventory_arbiter = Arbiter::new();
         let inventory = {
-            let (url, size) = (db_url.clone(), settings.database.pools.inventory.max_size);
-            let (inventory_settings, cache) = (settings.inventory.clone(), cache.clone());
+            let (inventory_settings, cache, metrics) =
+                (settings.inventory.clone(), cache.clone(), metrics.clone());
+            let (pool, size) = (pool.clone(), pools.inventory.max_size);
             Supervisor::start_in_arbiter(&inventory_arbiter.handle(), move |_| {
-                InventoryActor::new(build_pool(&url, size, acquire), cache, inventory_settings)
+                InventoryActor::new(pool("inventory", size), cache, inventory_settings, metrics)
             })
         };
 
         let order_arbiter = Arbiter::new();
         let orders = {
-            let (url, size) = (db_url.clone(), settings.database.pools.order.max_size);
             let (inventory, cursors, order_settings) =
                 (inventory.clone(), cursors.clone(), settings.orders.clone());
+            let size = pools.order.max_size;
             Supervisor::start_in_arbiter(&order_arbiter.handle(), move |_| {
-                OrderActor::new(
-                    build_pool(&url, size, acquire),
-                    inventory,
-                    cursors,
-                    order_settings,
-                )
+                OrderActor::new(pool("order", size), inventory, cursors, order_settings)
             })
         };
 
@@ -167,6 +182,7 @@ impl Application {
             redis_health,
             jwt,
             cursors,
+            metrics,
         });
 
         let listener = TcpListener::bind(settings.address())?;

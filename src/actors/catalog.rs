@@ -269,11 +269,6 @@ impl CatalogReader {
         Self { pool, cursors, cache }
     }
 
-    /// Hits and misses, for /metrics and tests.
-    pub fn cache_stats(&self) -> &crate::cache::CacheStats {
-        &self.cache.stats
-    }
-
     pub async fn product_json(&self, id: i64, include_inactive: bool) -> Result<Arc<str>, AppError> {
         let key = format!("p:{id}:{}", if include_inactive { "admin" } else { "public" });
         let json = self

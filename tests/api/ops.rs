@@ -155,3 +155,43 @@ async fn seed_writes_a_catalog_once() {
     assert!(again.skipped);
     assert_eq!(db.texts("SELECT count(*)::text AS name FROM products"), ["3000"]);
 }
+
+#[actix_web::test]
+async fn metrics_expose_http_inventory_orders_pools_and_cache() {
+    let app = crate::helpers::spawn_app().await;
+    let admin = app.user_with_role("admin@example.com", "admin").await.access;
+    let product = app.product(&admin, "Metered", "2.00", 1).await;
+    let user = app.user("m@example.com").await.access;
+    for qty in [1, 1] {
+        app.post(
+            "/api/v1/orders",
+            Some(&user),
+            json!({"items": [{"product_id": product, "quantity": qty}]}),
+        )
+        .await;
+    }
+    app.get(&format!("/api/v1/products/{product}"), None).await;
+    app.get(&format!("/api/v1/products/{product}"), None).await;
+    let r = app.client.get(app.url("/metrics")).send().await.expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain"));
+    let text = r.text().await.expect("body");
+    for needle in [
+        r#"storefront_http_requests_total{method="POST",route="/api/v1/orders",status="201"} 1"#,
+        r#"storefront_http_requests_total{method="POST",route="/api/v1/orders",status="409"} 1"#,
+        r#"storefront_http_request_duration_seconds_bucket{method="GET",route="/api/v1/products/{id}",status="200""#,
+        "storefront_inventory_batch_size_count 2",
+        "storefront_inventory_queue_depth 0",
+        "storefront_orders_placed_total 1",
+        r#"storefront_orders_rejected_total{reason="insufficient_stock"} 1"#,
+        r#"storefront_db_pool_connections{pool="inventory",state="idle"}"#,
+        r#"storefront_db_pool_connections{pool="user",state="in_use"}"#,
+        "storefront_cache_hits_total 1",
+        "storefront_cache_misses_total",
+    ] {
+        assert!(text.contains(needle), "missing {needle}\n{text}");
+    }
+}

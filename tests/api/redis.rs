@@ -10,11 +10,7 @@ use crate::helpers::{
 };
 
 fn hits(app: &TestApp) -> u64 {
-    app.state
-        .catalog
-        .cache_stats()
-        .hits
-        .load(std::sync::atomic::Ordering::Relaxed)
+    app.state.metrics.cache_hits.get()
 }
 
 #[actix_web::test]

@@ -20,6 +20,7 @@ mod sql;
 use std::{
     collections::{HashMap, VecDeque},
     panic::AssertUnwindSafe,
+    sync::Arc,
     time::Duration,
 };
 
@@ -40,6 +41,7 @@ use crate::{
         DbPool,
     },
     error::AppError,
+    metrics::Metrics,
     models::order::{OrderItem, OrderRow, OrderView},
 };
 
@@ -50,6 +52,7 @@ type Responder = oneshot::Sender<Result<Outcome, AppError>>;
 pub struct InventoryActor {
     pool: DbPool,
     cache: Cache,
+    metrics: Arc<Metrics>,
     settings: InventorySettings,
     queue: VecDeque<(Op, Responder)>,
     running: bool,
@@ -59,10 +62,11 @@ pub struct InventoryActor {
 }
 
 impl InventoryActor {
-    pub fn new(pool: DbPool, cache: Cache, settings: InventorySettings) -> Self {
+    pub fn new(pool: DbPool, cache: Cache, settings: InventorySettings, metrics: Arc<Metrics>) -> Self {
         Self {
             pool,
             cache,
+            metrics,
             settings,
             queue: VecDeque::new(),
             running: false,
@@ -78,12 +82,23 @@ impl InventoryActor {
         }
         let (tx, rx) = oneshot::channel();
         self.queue.push_back((op, tx));
+        self.metrics.inventory_queue_depth.set(self.queue.len() as i64);
         self.schedule(ctx);
         Box::pin(async move {
             rx.await.map_err(|_| {
                 AppError::Unavailable(anyhow::anyhow!("inventory batch was lost (actor restarted)"))
             })?
         })
+    }
+
+    fn count_order(&self, outcome: &Result<Outcome, AppError>) {
+        let reason = match outcome {
+            Ok(_) => return self.metrics.orders_placed.inc(),
+            Err(AppError::Conflict { .. }) => "insufficient_stock",
+            Err(AppError::Unprocessable { .. }) => "invalid_product",
+            Err(_) => "error",
+        };
+        self.metrics.orders_rejected.with_label_values(&[reason]).inc();
     }
 
     /// Starts a batch soon, unless one is running (its completion starts the
@@ -106,6 +121,9 @@ impl InventoryActor {
     fn run_batch(&mut self, ctx: &mut Context<Self>) {
         let n = self.queue.len().min(self.settings.max_batch.max(1));
         let (ops, responders): (Vec<Op>, Vec<Responder>) = self.queue.drain(..n).unzip();
+        self.metrics.inventory_batch_size.observe(n as f64);
+        let places: Vec<bool> = ops.iter().map(|op| matches!(op, Op::Place { .. })).collect();
+        self.metrics.inventory_queue_depth.set(self.queue.len() as i64);
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
         let inject_panic = std::mem::take(&mut self.panic_next_batch);
         let fut = AssertUnwindSafe(async move {
@@ -124,7 +142,10 @@ impl InventoryActor {
             act.running = false;
             match result {
                 Ok(Ok(outcomes)) => {
-                    for (tx, outcome) in responders.into_iter().zip(outcomes) {
+                    for ((tx, outcome), place) in responders.into_iter().zip(outcomes).zip(places) {
+                        if place {
+                            act.count_order(&outcome);
+                        }
                         let _ = tx.send(outcome);
                     }
                 }

@@ -45,9 +45,18 @@ pub async fn access_log(
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = std::time::Instant::now();
+    let metrics = req
+        .app_data::<actix_web::web::Data<crate::startup::AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = req.method().clone();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let res = next.call(req).await?;
     let status = res.status().as_u16();
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = start.elapsed().as_secs_f64();
+    let latency_ms = elapsed * 1000.0;
+    if let Some(m) = metrics {
+        m.observe_http(method.as_str(), &route, status, elapsed);
+    }
     Span::current().record("latency_ms", latency_ms);
     if status >= 500 {
         tracing::error!(status, latency_ms, "request completed");

@@ -1,4 +1,4 @@
-//! `/health/live` and `/health/ready` (outside the envelope).
+//! `/health/live`, `/health/ready` and `/metrics` (outside the envelope).
 
 use std::time::Duration;
 
@@ -12,7 +12,15 @@ use crate::{
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health/live").route(web::get().to(live)))
-        .service(web::resource("/health/ready").route(web::get().to(ready)));
+        .service(web::resource("/health/ready").route(web::get().to(ready)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)));
+}
+
+/// Prometheus text format (outside the envelope).
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(state.metrics.render())
 }
 
 async fn live() -> HttpResponse {
