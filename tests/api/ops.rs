@@ -16,6 +16,39 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts the real binary (test settings) on a free port and waits until it
+/// is ready.
+async fn start_binary(
+    db_url: &str,
+    env: &[(&str, &str)],
+    stdout: std::process::Stdio,
+) -> (std::process::Child, String) {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_storefront"));
+    cmd.arg("serve")
+        .env("APP_ENVIRONMENT", "test")
+        .env("DATABASE_URL", db_url)
+        .env("PORT", port.to_string())
+        .env("APP__SERVER__WORKERS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(stdout);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("start the binary");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..150 {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
+            if r.status() == StatusCode::OK {
+                return (child, base);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("server did not become ready");
+}
+
 #[actix_web::test]
 async fn sigterm_finishes_in_flight_orders_and_every_acknowledged_order_is_stored() {
     let db = TestDb::new();
@@ -42,33 +75,17 @@ async fn sigterm_finishes_in_flight_orders_and_every_acknowledged_order_is_store
         })
         .collect();
 
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_storefront"))
-        .arg("serve")
-        .env("APP_ENVIRONMENT", "test")
-        .env("DATABASE_URL", &db.url)
-        .env("PORT", port.to_string())
-        .env("APP__SERVER__WORKERS", "2")
-        // Requests wait in the InventoryActor's queue for a while, so the
-        // signal arrives while orders are in flight.
-        .env("APP__INVENTORY__MAX_WAIT_US", "400000")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start the binary");
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) = start_binary(
+        &db.url,
+        &[
+            // Requests wait in the InventoryActor's queue for a while, so the
+            // signal arrives while orders are in flight.
+            ("APP__INVENTORY__MAX_WAIT_US", "400000"),
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
-            if r.status() == StatusCode::OK {
-                ready = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "server did not become ready");
 
     let orders = join_all(tokens.iter().map(|t| {
         let req = client
@@ -194,4 +211,98 @@ async fn metrics_expose_http_inventory_orders_pools_and_cache() {
     ] {
         assert!(text.contains(needle), "missing {needle}\n{text}");
     }
+}
+
+#[actix_web::test]
+async fn production_logs_are_json_with_context_and_no_secrets() {
+    let db = TestDb::new();
+    let secret = "production-secret-that-must-never-be-logged-0123456789";
+    let (child, base) = start_binary(
+        &db.url,
+        &[
+            ("APP_ENVIRONMENT", "production"),
+            ("APP__SERVER__HOST", "127.0.0.1"),
+            ("JWT_SECRET", secret),
+            ("RUST_LOG", "debug"),
+        ],
+        std::process::Stdio::piped(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let password = "Sup3rSecretPassw0rd";
+    let r = client
+        .post(format!("{base}/api/v1/users"))
+        .json(&json!({"email": "log@example.com", "password": password, "name": "Logger"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "log@example.com", "password": password}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let access = login["data"]["access_token"].as_str().expect("token").to_owned();
+    let refresh = login["data"]["refresh_token"].as_str().expect("token").to_owned();
+    let r = client
+        .get(format!("{base}/api/v1/auth/me"))
+        .bearer_auth(&access)
+        .header("x-request-id", "log-test-42")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    let user_id = r.json::<serde_json::Value>().await.expect("json")["data"]["id"]
+        .as_i64()
+        .expect("id");
+    client
+        .post(format!("{base}/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .expect("send");
+    // A rejected token is logged too, without the token.
+    client
+        .get(format!("{base}/api/v1/auth/me"))
+        .bearer_auth("forged.token.value")
+        .send()
+        .await
+        .expect("send");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let output = blocking(move || child.wait_with_output().expect("output"));
+    let text = String::from_utf8(output.stdout).expect("utf8");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 5, "{text}");
+    for secret_text in [
+        password,
+        secret,
+        &access,
+        &refresh,
+        "forged.token.value",
+        "argon2",
+    ] {
+        assert!(!text.contains(secret_text), "{secret_text} leaked into the logs");
+    }
+    let me = lines
+        .iter()
+        .find(|l| l["message"] == "request completed" && l["span"]["request_id"] == "log-test-42")
+        .unwrap_or_else(|| panic!("no access line for the request id\n{text}"));
+    assert_eq!(me["span"]["http.route"], json!("/api/v1/auth/me"));
+    assert_eq!(me["span"]["http.method"], json!("GET"));
+    assert_eq!(me["span"]["user_id"], json!(user_id));
+    assert_eq!(me["status"], json!(200));
+    assert!(me["latency_ms"].as_f64().is_some());
+    assert_eq!(me["level"], json!("INFO"));
+    assert!(me["timestamp"].as_str().is_some());
 }
