@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::http::envelope::Envelope;
 
 /// One offending field (`field` is `None` for errors about the whole request).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(serde::Deserialize))]
 pub struct FieldError {
     pub field: Option<String>,

@@ -201,11 +201,12 @@ pub struct DeleteUser {
 #[rtype(result = "Result<(), AppError>")]
 pub struct Ping;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(serde::Deserialize))]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
+    #[schema(example = "Bearer")]
     pub token_type: &'static str,
     pub expires_in: u64,
     pub user: UserView,

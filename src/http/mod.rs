@@ -5,5 +5,6 @@ pub mod envelope;
 pub mod errors;
 pub mod extractors;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod validate;

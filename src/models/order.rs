@@ -28,7 +28,7 @@ pub struct OrderRow {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = order_items, check_for_backend(diesel::pg::Pg))]
 pub struct OrderItem {
     pub id: i64,
@@ -37,16 +37,20 @@ pub struct OrderItem {
     pub product_id: i64,
     pub quantity: i32,
     #[serde(serialize_with = "money::serialize")]
+    #[schema(value_type = String, example = "19.99")]
     pub unit_price: BigDecimal,
 }
 
 /// An order as clients see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub id: i64,
     pub user_id: i64,
+    /// pending, paid, shipped, delivered or cancelled.
+    #[schema(example = "pending")]
     pub status: String,
     #[serde(serialize_with = "money::serialize")]
+    #[schema(value_type = String, example = "39.98")]
     pub total_amount: BigDecimal,
     pub items: Vec<OrderItem>,
     pub created_at: DateTime<Utc>,

@@ -13,13 +13,14 @@ use serde::Serialize;
 
 use crate::{db::schema::products, domain::money};
 
-#[derive(Debug, Clone, Queryable, Selectable, Identifiable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
 pub struct Product {
     pub id: i64,
     pub name: String,
     pub description: Option<String>,
     #[serde(serialize_with = "money::serialize")]
+    #[schema(value_type = String, example = "19.99")]
     pub price: BigDecimal,
     pub stock_quantity: i32,
     pub category_id: Option<i64>,

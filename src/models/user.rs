@@ -41,7 +41,7 @@ impl UserRow {
 }
 
 /// What clients see of a user: never the hash or the Google id.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(serde::Deserialize))]
 pub struct UserView {
     pub id: i64,

@@ -230,7 +230,7 @@ pub struct AdjustStock {
     pub delta: i32,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct StockLevel {
     pub product_id: i64,
     pub stock_quantity: i32,

@@ -11,16 +11,18 @@ use crate::{
     startup::AppState,
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/auth/login").route(web::post().to(login)))
-        .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
-        .service(web::resource("/auth/logout").route(web::post().to(logout)))
-        .service(web::resource("/auth/me").route(web::get().to(me)));
+pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
+    resource!(cfg, prefix, "/auth/login", post => login);
+    resource!(cfg, prefix, "/auth/refresh", post => refresh);
+    resource!(cfg, prefix, "/auth/logout", post => logout);
+    resource!(cfg, prefix, "/auth/me", get => me);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
+    #[schema(required = true, example = "ada@example.com")]
     email: Option<String>,
+    #[schema(required = true, example = "Passw0rd!")]
     password: Option<String>,
 }
 
@@ -44,7 +46,15 @@ fn bounded_password(s: &str) -> Result<String, &'static str> {
     }
 }
 
-async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    summary = "Log in",
+    request_body = LoginBody,
+    responses((status = 200, description = "Log in", body = crate::http::openapi::ApiResponse<crate::actors::user::TokenPair>))
+)]
+pub async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> Result<HttpResponse, AppError> {
     let body = body.0;
     let mut f = Fields::new();
     let email = f.required("email", body.email.as_deref(), non_empty);
@@ -57,8 +67,9 @@ async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> Result<
     Ok(envelope::ok("Login successful", pair))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RefreshBody {
+    #[schema(required = true)]
     refresh_token: Option<String>,
 }
 
@@ -77,13 +88,30 @@ fn refresh_token(body: RefreshBody) -> Result<String, AppError> {
     token.ok_or_else(|| AppError::internal(anyhow::anyhow!("validated field missing")))
 }
 
-async fn refresh(state: web::Data<AppState>, body: JsonBody<RefreshBody>) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    tag = "auth",
+    summary = "Rotate a refresh token",
+    request_body = RefreshBody,
+    responses((status = 200, description = "Rotate a refresh token", body = crate::http::openapi::ApiResponse<crate::actors::user::TokenPair>), (status = 401, description = "Unknown, spent, revoked or expired refresh token (a spent one revokes its whole login)", body = crate::http::openapi::ErrorResponse))
+)]
+pub async fn refresh(state: web::Data<AppState>, body: JsonBody<RefreshBody>) -> Result<HttpResponse, AppError> {
     let token = refresh_token(body.0)?;
     let pair = state.users.send(Refresh { refresh_token: token }).await??;
     Ok(envelope::ok("Token refreshed successfully", pair))
 }
 
-async fn logout(
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    summary = "Log out (end this login)",
+    request_body = RefreshBody,
+    responses((status = 200, description = "Log out (end this login)", body = crate::http::openapi::EmptyResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn logout(
     state: web::Data<AppState>,
     caller: AuthUser,
     body: JsonBody<RefreshBody>,
@@ -99,7 +127,15 @@ async fn logout(
     Ok(envelope::ok("Logged out successfully", serde_json::Value::Null))
 }
 
-async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    summary = "The caller",
+    responses((status = 200, description = "The caller", body = crate::http::openapi::ApiResponse<crate::models::user::UserView>)),
+    security(("bearer_auth" = []))
+)]
+pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, AppError> {
     let user = state
         .users
         .send(GetUser {

@@ -18,18 +18,9 @@ use crate::{
     startup::AppState,
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/categories")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/categories/{id}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(delete)),
-    );
+pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
+    resource!(cfg, prefix, "/categories", get => list, post => create);
+    resource!(cfg, prefix, "/categories/{id}", get => get, put => update, delete => delete);
 }
 
 pub fn parse_name(s: &str) -> Result<String, String> {
@@ -40,15 +31,25 @@ pub fn parse_description(s: &str) -> Result<String, String> {
     bounded(s, 0, 5000, true)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CategoryBody {
+    #[schema(example = "Books")]
     name: Option<String>,
     /// `null` clears it on update.
     #[serde(default, deserialize_with = "crate::http::validate::double_option")]
+    #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/categories",
+    tag = "categories",
+    summary = "List categories",
+    params(("page" = Option<i64>, Query, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page")),
+    responses((status = 200, description = "List categories", body = crate::http::openapi::ApiResponse<crate::http::openapi::ListPage<crate::models::category::Category>>))
+)]
+pub async fn list(
     state: web::Data<AppState>,
     version: ApiVersion,
     query: web::Query<PageParams>,
@@ -60,12 +61,29 @@ async fn list(
     Ok(envelope::ok_raw("Categories retrieved successfully", &categories))
 }
 
-async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/categories/{id}",
+    tag = "categories",
+    summary = "A category",
+    params(("id" = i64, Path, description = "Resource id")),
+    responses((status = 200, description = "A category", body = crate::http::openapi::ApiResponse<crate::models::category::Category>))
+)]
+pub async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let category = state.catalog.category_json(*id).await?;
     Ok(envelope::ok_raw("Category retrieved successfully", &category))
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/v1/categories",
+    tag = "categories",
+    summary = "Create a category (admin)",
+    request_body = CategoryBody,
+    responses((status = 201, description = "Create a category (admin)", body = crate::http::openapi::ApiResponse<crate::models::category::Category>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 409, description = "Name already taken", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn create(
     state: web::Data<AppState>,
     caller: AuthUser,
     body: JsonBody<CategoryBody>,
@@ -90,7 +108,17 @@ async fn create(
     Ok(envelope::created("Category created successfully", category))
 }
 
-async fn update(
+#[utoipa::path(
+    put,
+    path = "/api/v1/categories/{id}",
+    tag = "categories",
+    summary = "Update a category (admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    request_body = CategoryBody,
+    responses((status = 200, description = "Update a category (admin)", body = crate::http::openapi::ApiResponse<crate::models::category::Category>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 409, description = "Name already taken", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn update(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
@@ -118,7 +146,16 @@ async fn update(
     Ok(envelope::ok("Category updated successfully", category))
 }
 
-async fn delete(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/categories/{id}",
+    tag = "categories",
+    summary = "Delete a category (admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    responses((status = 200, description = "Delete a category (admin)", body = crate::http::openapi::EmptyResponse), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 409, description = "Products still use it", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn delete(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,

@@ -11,25 +11,28 @@ use crate::{
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/health/live").route(web::get().to(live)))
-        .service(web::resource("/health/ready").route(web::get().to(ready)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)));
+    resource!(cfg, "", "/health/live", get => live);
+    resource!(cfg, "", "/health/ready", get => ready);
+    resource!(cfg, "", "/metrics", get => metrics);
 }
 
 /// Prometheus text format (outside the envelope).
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)
         .body(state.metrics.render())
 }
 
-async fn live() -> HttpResponse {
+#[utoipa::path(get, path = "/health/live", tag = "operations", summary = "Liveness", responses((status = 200, description = "The process is up", body = Object, example = json!({"status": "up"}))))]
+pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "up"}))
 }
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/health/ready", tag = "operations", summary = "Readiness (database and Redis)", responses((status = 200, description = "Ready", body = Object, example = json!({"status": "up", "checks": {"database": "up", "redis": "disabled"}})), (status = 503, description = "A dependency is down", body = Object)))]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let database = matches!(
         tokio::time::timeout(CHECK_TIMEOUT, state.users.send(Ping)).await,
         Ok(Ok(Ok(())))

@@ -26,21 +26,29 @@ use crate::{
     startup::AppState,
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/orders")
-            .route(web::post().to(place))
-            .route(web::get().to(list)),
-    )
-    .service(web::resource("/orders/{id}").route(web::get().to(get)))
-    .service(web::resource("/orders/{id}/cancel").route(web::post().to(cancel)))
-    .service(web::resource("/orders/{id}/status").route(web::patch().to(change_status)));
+pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
+    resource!(cfg, prefix, "/orders", post => place, get => list);
+    resource!(cfg, prefix, "/orders/{id}", get => get);
+    resource!(cfg, prefix, "/orders/{id}/cancel", post => cancel);
+    resource!(cfg, prefix, "/orders/{id}/status", patch => change_status);
 }
 
 pub const MAX_LINES: usize = 100;
 
-#[derive(Deserialize)]
+/// One requested line (documentation of `items`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OrderLine {
+    product_id: i64,
+    /// 1..1000
+    #[schema(minimum = 1, maximum = 1000)]
+    quantity: i32,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PlaceBody {
+    /// 1..100 lines; lines of one product are summed.
+    #[schema(value_type = Vec<OrderLine>, required = true)]
     items: Option<Value>,
 }
 
@@ -137,7 +145,17 @@ fn request_hash(lines: &[Line]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-async fn place(
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    tag = "orders",
+    summary = "Place an order",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1..255 visible ASCII characters; replays the first response for 24 h")),
+    request_body = PlaceBody,
+    responses((status = 201, description = "Place an order", body = crate::http::openapi::ApiResponse<crate::models::order::OrderView>), (status = 409, description = "Insufficient stock (errors name each short line), or the same Idempotency-Key is still in flight", body = crate::http::openapi::ErrorResponse), (status = 422, description = "Unknown or inactive product, or Idempotency-Key reused with a different body", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn place(
     state: web::Data<AppState>,
     req: HttpRequest,
     caller: AuthUser,
@@ -173,7 +191,16 @@ pub struct ListQuery {
     page: PageParams,
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "orders",
+    summary = "List orders (own; admins all)",
+    params(("user_id" = Option<i64>, Query, description = "Admins only"), ("status" = Option<String>, Query), ("page" = Option<i64>, Query, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page")),
+    responses((status = 200, description = "List orders (own; admins all)", body = crate::http::openapi::ApiResponse<crate::http::openapi::ListPage<crate::models::order::OrderView>>)),
+    security(("bearer_auth" = []))
+)]
+pub async fn list(
     state: web::Data<AppState>,
     caller: AuthUser,
     version: ApiVersion,
@@ -205,7 +232,16 @@ async fn list(
     Ok(envelope::ok("Orders retrieved successfully", orders))
 }
 
-async fn get(
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    summary = "An order (owner or admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    responses((status = 200, description = "An order (owner or admin)", body = crate::http::openapi::ApiResponse<crate::models::order::OrderView>)),
+    security(("bearer_auth" = []))
+)]
+pub async fn get(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
@@ -214,7 +250,16 @@ async fn get(
     Ok(envelope::ok("Order retrieved successfully", order))
 }
 
-async fn cancel(
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/cancel",
+    tag = "orders",
+    summary = "Cancel and restock (owner while pending, admin while pending or paid)",
+    params(("id" = i64, Path, description = "Resource id")),
+    responses((status = 200, description = "Cancel and restock (owner while pending, admin while pending or paid)", body = crate::http::openapi::ApiResponse<crate::models::order::OrderView>), (status = 409, description = "Not cancellable in its status", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn cancel(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
@@ -230,12 +275,23 @@ async fn cancel(
     Ok(envelope::ok("Order cancelled successfully", order))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct StatusBody {
+    #[schema(required = true, example = "paid")]
     status: Option<String>,
 }
 
-async fn change_status(
+#[utoipa::path(
+    patch,
+    path = "/api/v1/orders/{id}/status",
+    tag = "orders",
+    summary = "Move along the status machine (admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    request_body = StatusBody,
+    responses((status = 200, description = "Move along the status machine (admin)", body = crate::http::openapi::ApiResponse<crate::models::order::OrderView>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 409, description = "Invalid transition", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn change_status(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,

@@ -22,19 +22,10 @@ use crate::{
     startup::AppState,
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/products")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/products/{id}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(delete)),
-    )
-    .service(web::resource("/products/{id}/stock").route(web::post().to(adjust_stock)));
+pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
+    resource!(cfg, prefix, "/products", get => list, post => create);
+    resource!(cfg, prefix, "/products/{id}", get => get, put => update, delete => delete);
+    resource!(cfg, prefix, "/products/{id}/stock", post => adjust_stock);
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
@@ -67,7 +58,16 @@ pub struct ListQuery {
     page: PageParams,
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/products",
+    tag = "products",
+    summary = "List products",
+    params(("search" = Option<String>, Query, description = "Case-insensitive substring of name or description"), ("category_id" = Option<i64>, Query), ("min_price" = Option<String>, Query), ("max_price" = Option<String>, Query), ("in_stock" = Option<bool>, Query), ("sort" = Option<String>, Query, description = "-created_at (default), created_at, price, -price, name"), ("page" = Option<i64>, Query, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page")),
+    responses((status = 200, description = "List products", body = crate::http::openapi::ApiResponse<crate::http::openapi::ListPage<crate::models::product::Product>>)),
+    security((), ("bearer_auth" = []))
+)]
+pub async fn list(
     state: web::Data<AppState>,
     auth: OptionalAuth,
     version: ApiVersion,
@@ -122,7 +122,16 @@ async fn list(
     Ok(envelope::ok_raw("Products retrieved successfully", &products))
 }
 
-async fn get(
+#[utoipa::path(
+    get,
+    path = "/api/v1/products/{id}",
+    tag = "products",
+    summary = "A product (inactive ones only for admins)",
+    params(("id" = i64, Path, description = "Resource id")),
+    responses((status = 200, description = "A product (inactive ones only for admins)", body = crate::http::openapi::ApiResponse<crate::models::product::Product>)),
+    security((), ("bearer_auth" = []))
+)]
+pub async fn get(
     state: web::Data<AppState>,
     auth: OptionalAuth,
     id: web::Path<i64>,
@@ -131,16 +140,30 @@ async fn get(
     Ok(envelope::ok_raw("Product retrieved successfully", &product))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateBody {
+    #[schema(required = true, example = "Desk lamp")]
     name: Option<String>,
     description: Option<String>,
+    /// A string or a number, > 0, at most two decimals.
+    #[schema(value_type = String, required = true, example = "19.99")]
     price: Option<Value>,
+    #[schema(value_type = Option<i32>, minimum = 0)]
     stock_quantity: Option<Value>,
+    #[schema(value_type = Option<i64>)]
     category_id: Option<Value>,
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/v1/products",
+    tag = "products",
+    summary = "Create a product (admin)",
+    request_body = CreateBody,
+    responses((status = 201, description = "Create a product (admin)", body = crate::http::openapi::ApiResponse<crate::models::product::Product>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn create(
     state: web::Data<AppState>,
     caller: AuthUser,
     body: JsonBody<CreateBody>,
@@ -173,19 +196,34 @@ async fn create(
     Ok(envelope::created("Product created successfully", product))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct UpdateBody {
     name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
+    #[schema(value_type = Option<String>, example = "19.99")]
     price: Option<Value>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
     category_id: Option<Option<Value>>,
     is_active: Option<bool>,
+    /// Refused (400): stock moves only through POST /products/{id}/stock.
+    #[schema(value_type = Option<i32>)]
     stock_quantity: Option<Value>,
 }
 
-async fn update(
+#[utoipa::path(
+    put,
+    path = "/api/v1/products/{id}",
+    tag = "products",
+    summary = "Update a product (admin); stock_quantity here is a 400",
+    params(("id" = i64, Path, description = "Resource id")),
+    request_body = UpdateBody,
+    responses((status = 200, description = "Update a product (admin); stock_quantity here is a 400", body = crate::http::openapi::ApiResponse<crate::models::product::Product>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn update(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
@@ -229,7 +267,16 @@ async fn update(
     Ok(envelope::ok("Product updated successfully", product))
 }
 
-async fn delete(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/products/{id}",
+    tag = "products",
+    summary = "Soft-delete a product (admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    responses((status = 200, description = "Soft-delete a product (admin)", body = crate::http::openapi::EmptyResponse), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn delete(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
@@ -239,12 +286,24 @@ async fn delete(
     Ok(envelope::ok("Product deleted successfully", Value::Null))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct StockBody {
+    /// A non-zero integer.
+    #[schema(value_type = i32, required = true, example = 10)]
     delta: Option<Value>,
 }
 
-async fn adjust_stock(
+#[utoipa::path(
+    post,
+    path = "/api/v1/products/{id}/stock",
+    tag = "products",
+    summary = "Move stock by delta (admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    request_body = StockBody,
+    responses((status = 200, description = "Move stock by delta (admin)", body = crate::http::openapi::ApiResponse<crate::actors::inventory::StockLevel>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 409, description = "Stock would go below zero", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn adjust_stock(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,

@@ -19,29 +19,32 @@ use crate::{
     startup::AppState,
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/users")
-            .route(web::post().to(register))
-            .route(web::get().to(list)),
-    )
-    .service(
-        web::resource("/users/{id}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(delete)),
-    )
-    .service(web::resource("/users/{id}/role").route(web::put().to(change_role)));
+pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
+    resource!(cfg, prefix, "/users", post => register, get => list);
+    resource!(cfg, prefix, "/users/{id}", get => get, put => update, delete => delete);
+    resource!(cfg, prefix, "/users/{id}/role", put => change_role);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
+    #[schema(required = true, example = "ada@example.com")]
     email: Option<String>,
+    /// 8..128 characters with a lowercase letter, an uppercase letter and a digit.
+    #[schema(required = true, example = "Passw0rd!", min_length = 8, max_length = 128)]
     password: Option<String>,
+    #[schema(required = true, example = "Ada", min_length = 2, max_length = 50)]
     name: Option<String>,
 }
 
-async fn register(
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    summary = "Register",
+    request_body = RegisterBody,
+    responses((status = 201, description = "Register", body = crate::http::openapi::ApiResponse<crate::models::user::UserView>), (status = 409, description = "Email already registered", body = crate::http::openapi::ErrorResponse))
+)]
+pub async fn register(
     state: web::Data<AppState>,
     body: JsonBody<RegisterBody>,
 ) -> Result<HttpResponse, AppError> {
@@ -70,7 +73,16 @@ pub struct ListQuery {
     page: PageParams,
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "users",
+    summary = "List users (admin)",
+    params(("search" = Option<String>, Query, description = "Case-insensitive substring of name or email"), ("page" = Option<i64>, Query, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page")),
+    responses((status = 200, description = "List users (admin)", body = crate::http::openapi::ApiResponse<crate::http::openapi::ListPage<crate::models::user::UserView>>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn list(
     state: web::Data<AppState>,
     caller: AuthUser,
     version: ApiVersion,
@@ -95,7 +107,16 @@ async fn list(
     Ok(envelope::ok("Users retrieved successfully", users))
 }
 
-async fn get(
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    summary = "A user (self or admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    responses((status = 200, description = "A user (self or admin)", body = crate::http::openapi::ApiResponse<crate::models::user::UserView>)),
+    security(("bearer_auth" = []))
+)]
+pub async fn get(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
@@ -104,7 +125,7 @@ async fn get(
     Ok(envelope::ok("User retrieved successfully", user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct UpdateBody {
     name: Option<String>,
     email: Option<String>,
@@ -112,7 +133,17 @@ pub struct UpdateBody {
     current_password: Option<String>,
 }
 
-async fn update(
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    summary = "Update a user (self or admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    request_body = UpdateBody,
+    responses((status = 200, description = "Update a user (self or admin)", body = crate::http::openapi::ApiResponse<crate::models::user::UserView>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 409, description = "Email already registered", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn update(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
@@ -138,12 +169,23 @@ async fn update(
     Ok(envelope::ok("User updated successfully", user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RoleBody {
+    #[schema(required = true, example = "admin")]
     role: Option<String>,
 }
 
-async fn change_role(
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{id}/role",
+    tag = "users",
+    summary = "Change a role (super_admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    request_body = RoleBody,
+    responses((status = 200, description = "Change a role (super_admin)", body = crate::http::openapi::ApiResponse<crate::models::user::UserView>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 409, description = "Would demote the last super_admin", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn change_role(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
@@ -164,7 +206,16 @@ async fn change_role(
     Ok(envelope::ok("User role updated successfully", user))
 }
 
-async fn delete(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    summary = "Deactivate a user (self or admin)",
+    params(("id" = i64, Path, description = "Resource id")),
+    responses((status = 200, description = "Deactivate a user (self or admin)", body = crate::http::openapi::EmptyResponse), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 409, description = "Would delete the last super_admin", body = crate::http::openapi::ErrorResponse)),
+    security(("bearer_auth" = []))
+)]
+pub async fn delete(
     state: web::Data<AppState>,
     caller: AuthUser,
     id: web::Path<i64>,
