@@ -15,9 +15,8 @@ if [ -z "${DATABASE_URL:-}" ]; then
   export DATABASE_URL="$PG_URL_BASE/storefront"
 fi
 
-cargo build --release --bin storefront
+cargo build --release --locked --bin storefront
 ./target/release/storefront migrate
-if ./target/release/storefront help 2>/dev/null | grep -q '^  seed'; then
-  ./target/release/storefront seed --products "${SEED_PRODUCTS:-1000}" --if-empty
-fi
+# Demo data, once: categories, products, and the demo accounts it prints.
+./target/release/storefront seed --products "${SEED_PRODUCTS:-1000}" --if-empty
 exec ./target/release/storefront serve

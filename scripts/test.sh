@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 
 ensure_postgres
 ensure_redis
+# Debian's Chromium, for the headless check that /docs renders.
+if ! command -v chromium >/dev/null; then
+  apt_install chromium || echo "note: chromium is not installed and could not be (needs root and apt); the /docs browser test will be skipped" >&2
+fi
+if command -v chromium >/dev/null; then export STOREFRONT_REQUIRE_BROWSER=1; fi
 export STOREFRONT_TEST_PG="${STOREFRONT_TEST_PG:-$PG_URL_BASE}"
 export STOREFRONT_TEST_REDIS="${STOREFRONT_TEST_REDIS:-redis://127.0.0.1:6379}"
 

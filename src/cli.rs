@@ -34,6 +34,9 @@ pub enum Command {
         #[arg(long)]
         revert_all: bool,
     },
+    /// Exit 0 when GET /health/live on this machine's server answers 200
+    /// (the Docker HEALTHCHECK; needs no curl in the image).
+    Healthcheck,
     /// Load demo data: categories, N products, a demo admin and customer.
     Seed {
         #[arg(long, default_value_t = 1000)]
@@ -60,6 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(&settings.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
+        Command::Healthcheck => healthcheck(settings.server.port),
         Command::Migrate { revert_all } => {
             let url = settings.database.url.expose_secret();
             let done = if revert_all {
@@ -95,6 +99,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn healthcheck(port: u16) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    if response.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        anyhow::bail!("unhealthy: {}", response.lines().next().unwrap_or(""))
     }
 }
 

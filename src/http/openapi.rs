@@ -171,7 +171,9 @@ fn error(description: &str) -> utoipa::openapi::Response {
         .description(description)
         .content(
             "application/json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorResponse"))).build(),
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                .build(),
         )
         .build()
 }
@@ -184,14 +186,20 @@ fn add_common_errors(path: &str, op: &mut Operation) {
             .entry(code.to_owned())
             .or_insert_with(|| error(description).into());
     };
-    add("400", "Validation failed (every offending field is named), or a malformed request");
+    add(
+        "400",
+        "Validation failed (every offending field is named), or a malformed request",
+    );
     if op.request_body.is_some() {
         add("413", "Body larger than server.json_limit");
         add("415", "Body is not application/json");
     }
     let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
     if secured {
-        add("401", "Token missing, malformed, expired or with a bad signature; sends WWW-Authenticate: Bearer");
+        add(
+            "401",
+            "Token missing, malformed, expired or with a bad signature; sends WWW-Authenticate: Bearer",
+        );
     }
     if path.contains('{') {
         add("404", "No such resource, or one the caller may not see");
@@ -218,7 +226,12 @@ pub fn spec() -> utoipa::openapi::OpenApi {
     // Handler names repeat across modules: qualify operation ids by tag.
     for item in doc.paths.paths.values_mut() {
         for op in operations(item) {
-            let tag = op.tags.as_ref().and_then(|t| t.first()).cloned().unwrap_or_default();
+            let tag = op
+                .tags
+                .as_ref()
+                .and_then(|t| t.first())
+                .cloned()
+                .unwrap_or_default();
             if let Some(id) = &mut op.operation_id {
                 *id = format!("{tag}_{id}");
             }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod catalog;
+mod docs;
 mod helpers;
 mod http;
 mod inventory;

@@ -35,7 +35,7 @@ async fn start_binary(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("start the binary");
+    let mut child = cmd.spawn().expect("start the binary");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     for _ in 0..150 {
@@ -46,6 +46,8 @@ async fn start_binary(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not become ready");
 }
 
@@ -305,4 +307,71 @@ async fn production_logs_are_json_with_context_and_no_secrets() {
     assert!(me["latency_ms"].as_f64().is_some());
     assert_eq!(me["level"], json!("INFO"));
     assert!(me["timestamp"].as_str().is_some());
+}
+
+/// No Docker engine runs here, so the image is not built in CI. This keeps
+/// its build and run steps identical to the commands CI and scripts/run.sh
+/// execute: the same cargo build of the same binary, then migrate and serve.
+#[test]
+fn dockerfile_builds_and_runs_the_same_commands_as_ci() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let (docker, compose, run) = (
+        read("Dockerfile"),
+        read("docker-compose.yml"),
+        read("scripts/run.sh"),
+    );
+    let build = "cargo build --release --locked --bin storefront";
+    assert_eq!(
+        docker.matches(build).count(),
+        2,
+        "dependency layer and crate layer"
+    );
+    assert!(run.contains(build));
+    assert!(run.contains("./target/release/storefront migrate"));
+    assert!(run.contains("exec ./target/release/storefront serve"));
+    assert!(docker.contains("COPY --from=build /app/target/release/storefront /usr/local/bin/storefront"));
+    assert!(docker.contains(r#"ENTRYPOINT ["storefront"]"#) && docker.contains(r#"CMD ["serve"]"#));
+    assert!(compose.contains(r#"command: ["migrate"]"#) && compose.contains(r#"command: ["serve"]"#));
+    assert!(
+        compose.contains("condition: service_completed_successfully"),
+        "app waits for migrations"
+    );
+    // Everything the binary reads at run time is in the image.
+    for copied in [
+        "COPY src src",
+        "COPY migrations migrations",
+        "COPY config config",
+        "/app/config",
+    ] {
+        assert!(docker.contains(copied), "{copied}");
+    }
+    assert!(docker.contains("USER storefront"), "non-root runtime");
+    assert!(docker.contains(r#"CMD ["storefront", "healthcheck"]"#));
+    // The binary the image builds is the crate's only binary target.
+    let manifest = read("Cargo.toml");
+    assert!(manifest.contains("[[bin]]\nname = \"storefront\""));
+}
+
+#[actix_web::test]
+async fn the_healthcheck_command_reports_the_server() {
+    let db = TestDb::new();
+    let (mut child, base) = start_binary(&db.url, &[], std::process::Stdio::null()).await;
+    let port = base.rsplit(':').next().expect("port").to_owned();
+    let check = |port: String| {
+        blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_storefront"))
+                .arg("healthcheck")
+                .env("APP_ENVIRONMENT", "test")
+                .env("PORT", port)
+                .output()
+                .expect("run")
+                .status
+                .success()
+        })
+    };
+    assert!(check(port), "healthy server reported unhealthy");
+    assert!(!check(free_port().to_string()), "nothing listening, yet healthy");
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -96,7 +96,10 @@ fn refresh_token(body: RefreshBody) -> Result<String, AppError> {
     request_body = RefreshBody,
     responses((status = 200, description = "Rotate a refresh token", body = crate::http::openapi::ApiResponse<crate::actors::user::TokenPair>), (status = 401, description = "Unknown, spent, revoked or expired refresh token (a spent one revokes its whole login)", body = crate::http::openapi::ErrorResponse))
 )]
-pub async fn refresh(state: web::Data<AppState>, body: JsonBody<RefreshBody>) -> Result<HttpResponse, AppError> {
+pub async fn refresh(
+    state: web::Data<AppState>,
+    body: JsonBody<RefreshBody>,
+) -> Result<HttpResponse, AppError> {
     let token = refresh_token(body.0)?;
     let pair = state.users.send(Refresh { refresh_token: token }).await??;
     Ok(envelope::ok("Token refreshed successfully", pair))

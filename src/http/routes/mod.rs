@@ -21,7 +21,10 @@ pub fn record(method: &str, path: &str) {
 
 /// Every `(METHOD, path)` registered so far by any application.
 pub fn registered() -> Vec<(String, String)> {
-    REGISTERED.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
+    REGISTERED
+        .lock()
+        .map(|r| r.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// `resource!(cfg, prefix, "/path", get => handler, post => other)`.
@@ -55,7 +58,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ("/api/v2", ApiVersion::V2),
         ("/api", ApiVersion::V2),
     ] {
-        cfg.service(web::scope(prefix).app_data(version).configure(move |c| api(c, prefix)));
+        cfg.service(
+            web::scope(prefix)
+                .app_data(version)
+                .configure(move |c| api(c, prefix)),
+        );
     }
     // The document and its interactive viewer (served from the binary).
     cfg.service(web::resource("/docs").to(|| async {
@@ -64,7 +71,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .finish()
     }));
     cfg.service(
-        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-            .url("/openapi.json", crate::http::openapi::spec()),
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", crate::http::openapi::spec()),
     );
 }
