@@ -157,6 +157,14 @@ pub struct OAuthProviderSettings {
     pub redirect_url: String,
     pub success_redirect: String,
     pub failure_redirect: String,
+    pub timeout_ms: u64,
+}
+
+impl OAuthProviderSettings {
+    /// Login with this provider is possible only with a client id and secret.
+    pub fn is_configured(&self) -> bool {
+        !self.client_id.trim().is_empty() && !self.client_secret.expose_secret().trim().is_empty()
+    }
 }
 
 impl fmt::Debug for OAuthProviderSettings {

@@ -23,7 +23,7 @@ use crate::{
         order::OrderActor,
         user::UserActor,
     },
-    auth::{JwtKeys, PasswordHasher},
+    auth::{oauth::Provider, JwtKeys, PasswordHasher},
     cache::{Cache, RedisHealth},
     config::Settings,
     db::{build_pool, migrate},
@@ -34,7 +34,7 @@ use crate::{
             self,
             rate_limit::{RateLimiter, Scope},
         },
-        routes,
+        routes::{self, oauth::OAuthRedirects},
     },
     metrics::Metrics,
     pagination::CursorCodec,
@@ -54,6 +54,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     pub cursors: CursorCodec,
     pub metrics: Arc<Metrics>,
+    /// Present when an OAuth provider is configured.
+    pub oauth: Option<OAuthRedirects>,
 }
 
 pub struct Application {
@@ -103,13 +105,20 @@ impl Application {
 
         // Each actor on its own Arbiter (thread), with its own pool created
         // there, under a Supervisor that restarts it after a panic.
+        let google = &settings.oauth.google;
+        let provider = Provider::from_settings(google)?.map(Arc::new);
+        let oauth = provider.as_ref().map(|_| OAuthRedirects {
+            success: google.success_redirect.clone(),
+            failure: google.failure_redirect.clone(),
+            secure_cookie: google.redirect_url.starts_with("https://"),
+        });
         let user_arbiter = Arbiter::new();
         let users = {
             let (jwt, cursors, pool) = (jwt.clone(), cursors.clone(), pool.clone());
             let refresh_ttl = Duration::from_secs(settings.auth.refresh_ttl_secs);
             let size = pools.user.max_size;
             Supervisor::start_in_arbiter(&user_arbiter.handle(), move |_| {
-                UserActor::new(pool("user", size), hasher, jwt, cursors, refresh_ttl)
+                UserActor::new(pool("user", size), hasher, jwt, cursors, refresh_ttl).with_oauth(provider)
             })
         };
 
@@ -183,6 +192,7 @@ impl Application {
             jwt,
             cursors,
             metrics,
+            oauth,
         });
 
         let listener = TcpListener::bind(settings.address())?;

@@ -1,6 +1,7 @@
 //! Credentials: Argon2id password hashing, JWT access tokens, opaque refresh tokens.
 
 pub mod jwt;
+pub mod oauth;
 pub mod password;
 pub mod refresh;
 

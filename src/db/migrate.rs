@@ -19,6 +19,7 @@ pub const TABLES: &[&str] = &[
     "orders",
     "order_items",
     "idempotency_keys",
+    "oauth_states",
 ];
 
 type SyncConn = AsyncConnectionWrapper<AsyncPgConnection>;

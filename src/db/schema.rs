@@ -25,6 +25,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    oauth_states (state_hash) {
+        state_hash -> Bytea,
+        pkce_verifier -> Text,
+        created_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     order_items (id) {
         id -> Int8,
         order_id -> Int8,
@@ -104,6 +113,7 @@ diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     categories,
     idempotency_keys,
+    oauth_states,
     order_items,
     orders,
     products,

@@ -126,6 +126,8 @@ pub struct EmptyResponse {
         routes::orders::get,
         routes::orders::cancel,
         routes::orders::change_status,
+        routes::oauth::start,
+        routes::oauth::callback,
         routes::health::live,
         routes::health::ready,
         routes::health::metrics,

@@ -2,6 +2,7 @@
 
 pub mod category;
 pub mod idempotency;
+pub mod oauth_state;
 pub mod order;
 pub mod product;
 pub mod refresh_token;

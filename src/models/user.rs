@@ -231,6 +231,27 @@ pub async fn list_keyset(
         .await
 }
 
+
+pub async fn find_by_google_id(
+    conn: &mut AsyncPgConnection,
+    google_id: &str,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .filter(users::google_id.eq(google_id))
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn link_google(conn: &mut AsyncPgConnection, id: i64, google_id: &str) -> QueryResult<UserRow> {
+    diesel::update(users::table.find(id))
+        .set(users::google_id.eq(google_id))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::like_pattern;

@@ -8,6 +8,7 @@ mod helpers;
 mod http;
 mod inventory;
 mod migrations;
+mod oauth;
 mod ops;
 mod orders;
 mod redis;

@@ -38,6 +38,7 @@ macro_rules! resource {
 pub mod auth;
 pub mod categories;
 pub mod health;
+pub mod oauth;
 pub mod orders;
 pub mod products;
 pub mod users;
@@ -53,6 +54,7 @@ fn api(cfg: &mut web::ServiceConfig, prefix: &str) {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    oauth::configure(cfg);
     for (prefix, version) in [
         ("/api/v1", ApiVersion::V1),
         ("/api/v2", ApiVersion::V2),
