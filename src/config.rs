@@ -67,6 +67,7 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub allowed_origins: Vec<String>,
     pub shutdown_timeout_secs: u64,
+    pub bench_endpoints: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -56,6 +56,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Present when an OAuth provider is configured.
     pub oauth: Option<OAuthRedirects>,
+    /// Serve `/bench/bare` (load testing only).
+    pub bench_endpoints: bool,
 }
 
 pub struct Application {
@@ -193,6 +195,7 @@ impl Application {
             cursors,
             metrics,
             oauth,
+            bench_endpoints: settings.server.bench_endpoints,
         });
 
         let listener = TcpListener::bind(settings.address())?;

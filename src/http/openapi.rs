@@ -131,6 +131,7 @@ pub struct EmptyResponse {
         routes::health::live,
         routes::health::ready,
         routes::health::metrics,
+        routes::health::bare,
     ),
     components(schemas(
         ErrorResponse,

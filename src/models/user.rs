@@ -231,7 +231,6 @@ pub async fn list_keyset(
         .await
 }
 
-
 pub async fn find_by_google_id(
     conn: &mut AsyncPgConnection,
     google_id: &str,

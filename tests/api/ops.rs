@@ -348,7 +348,7 @@ fn dockerfile_builds_and_runs_the_same_commands_as_ci() {
     }
     assert!(docker.contains("USER storefront"), "non-root runtime");
     assert!(docker.contains(r#"CMD ["storefront", "healthcheck"]"#));
-    // The binary the image builds is the crate's only binary target.
+    // The binary the image builds is the crate's server binary.
     let manifest = read("Cargo.toml");
     assert!(manifest.contains("[[bin]]\nname = \"storefront\""));
 }

@@ -14,6 +14,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     resource!(cfg, "", "/health/live", get => live);
     resource!(cfg, "", "/health/ready", get => ready);
     resource!(cfg, "", "/metrics", get => metrics);
+    resource!(cfg, "", "/bench/bare", get => bare);
+}
+
+/// A bare JSON endpoint with no database, cache or actor behind it: the
+/// baseline the load tester compares cached reads with. 404 unless
+/// `server.bench_endpoints` is on.
+#[utoipa::path(get, path = "/bench/bare", tag = "operations", summary = "Bare JSON baseline for benchmarks",
+    responses((status = 200, description = "Only with server.bench_endpoints = true", body = Object),
+              (status = 404, description = "Disabled (the default)")))]
+pub async fn bare(state: web::Data<AppState>) -> HttpResponse {
+    if !state.bench_endpoints {
+        return HttpResponse::NotFound().finish();
+    }
+    HttpResponse::Ok().json(json!({"success": true, "message": "ok", "data": {"id": 1, "name": "bare"}}))
 }
 
 /// Prometheus text format (outside the envelope).

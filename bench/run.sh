@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The benchmark suite, end to end, on this machine: a fresh database with 100k
+# seeded products, the baselines (pgbench row-lock transaction at 1/16/64
+# clients, a bare actix-web JSON endpoint in the same binary), then every
+# loadtest scenario against a release build. Results: bench/results/*.json and
+# *.svg, and the table printed at the end (copied into BENCHMARKS.md).
+#
+# Server, Postgres and the load generator share this machine's cores.
+# Usage: bench/run.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/services.sh
+SECS="${1:-10}"
+ensure_postgres
+command -v pgbench >/dev/null || apt_install postgresql-contrib || { echo "error: pgbench is missing (apt-get install postgresql-contrib)" >&2; exit 1; }
+
+DB=storefront_bench
+OUT=bench/results
+rm -rf "$OUT" && mkdir -p "$OUT"
+pg postgres "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+pg postgres "CREATE DATABASE $DB"
+export DATABASE_URL="$PG_URL_BASE/$DB"
+
+cargo build --release --locked --bins
+BIN=./target/release
+$BIN/storefront seed --products 100000
+
+echo "== pgbench row-lock baseline" >&2
+PID=$(pg $DB "INSERT INTO products (name, price, stock_quantity) VALUES ('pgbench item', 10, 100000000) RETURNING id")
+UID_=$(pg $DB "SELECT id FROM users ORDER BY id LIMIT 1")
+pg $DB "ANALYZE"
+for c in 1 16 64; do
+  tps=$(pgbench -n -c $c -j 2 -T "$SECS" -D pid="$PID" -D uid="$UID_" -f bench/rowlock.sql "$DATABASE_URL" 2>/dev/null \
+        | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)
+  lat=$(pgbench -n -c $c -j 2 -T 3 -D pid="$PID" -D uid="$UID_" -f bench/rowlock.sql "$DATABASE_URL" 2>/dev/null \
+        | sed -n 's/^latency average = \([0-9.]*\).*/\1/p' | head -n1)
+  echo "{\"clients\": $c, \"tps\": ${tps:-0}, \"latency_avg_ms\": ${lat:-0}}" > "$OUT/pgbench-c$c.json"
+  echo "pgbench row-lock c=$c: $tps tps (avg latency ${lat} ms)" >&2
+done
+
+start_server() { # port, log
+  APP_ENVIRONMENT=production JWT_SECRET=bench-secret-bench-secret-bench-secret-0123 \
+  APP__SERVER__HOST=127.0.0.1 PORT="$1" APP__RATE_LIMIT__ENABLED=false APP__SERVER__BENCH_ENDPOINTS=true \
+  RUST_LOG=warn $BIN/storefront serve > "$2" 2>&1 &
+  echo $!
+}
+SERVER=$(start_server 18080 "$OUT/server.log")
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18080/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+LT="$BIN/loadtest --base-url http://127.0.0.1:18080 --out $OUT"
+
+$LT bare --clients 64 --seconds "$SECS"
+$LT browse --only product --clients 64 --seconds "$SECS" --name cached-product
+$LT browse --only search --clients 16 --seconds "$SECS" --name search
+$LT browse --only page --clients 16 --seconds "$SECS" --name v2-page-1
+$LT browse --only page --deep-row 90000 --clients 16 --seconds "$SECS" --name v2-page-90000
+$LT browse --only offset --deep-row 90000 --clients 16 --seconds "$SECS" --name v1-offset-90000
+$LT browse --only product --clients 16 --seconds "$SECS" --name reads-alone
+$LT login-storm --clients 16 --logins 50 --seconds "$SECS" --name reads-during-logins
+$LT flash-sale --clients 64 --users 64 --seconds "$SECS" --name flash-sale-c64
+grep VmHWM /proc/$SERVER/status | awk '{print "{\"peak_rss_kb\": " $2 "}"}' > "$OUT/rss-flash-sale.json"
+$LT flash-sale --clients 256 --users 256 --seconds "$SECS" --name flash-sale-c256
+
+# Two instances on one database selling one product: the books must balance.
+SERVER2=$(start_server 18081 "$OUT/server2.log")
+trap 'kill $SERVER $SERVER2 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18081/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+STOCK=200000
+TWO=$(pg $DB "INSERT INTO products (name, price, stock_quantity) VALUES ('two-instance item', 10, $STOCK) RETURNING id")
+$BIN/loadtest --out $OUT --base-url http://127.0.0.1:18080 flash-sale --product-id "$TWO" --clients 32 --users 32 --seconds "$SECS" --name two-instances-a &
+A=$!
+$BIN/loadtest --out $OUT --base-url http://127.0.0.1:18081 flash-sale --product-id "$TWO" --clients 32 --users 32 --seconds "$SECS" --name two-instances-b
+wait $A
+LEFT=$(pg $DB "SELECT stock_quantity FROM products WHERE id = $TWO")
+SOLD=$(pg $DB "SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = $TWO")
+ROWS=$(pg $DB "SELECT count(*) FROM order_items WHERE product_id = $TWO")
+echo "{\"initial\": $STOCK, \"left\": $LEFT, \"sold\": $SOLD, \"rows\": $ROWS, \"balanced\": $([ $((LEFT + SOLD)) -eq $STOCK ] && echo true || echo false)}" > "$OUT/two-instances-books.json"
+cat "$OUT/two-instances-books.json"
+
+python3 bench/table.py "$OUT"

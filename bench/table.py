@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Prints the BENCHMARKS.md table from bench/results/*.json."""
+import json, sys, pathlib
+
+out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
+def load(name):
+    p = out / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+def st(name):
+    r = load(name)
+    return r["stats"] if r else None
+
+pg = {c: load(f"pgbench-c{c}") for c in (1, 16, 64)}
+rows = []
+for c in (1, 16, 64):
+    if pg[c]:
+        rows.append((f"pgbench row-lock transaction, {c} clients", f"{pg[c]['tps']:.0f} tps", f"avg {pg[c]['latency_avg_ms']:.2f} ms", "baseline"))
+def line(label, name, bar="", rate="req/s"):
+    s = st(name)
+    if s:
+        rows.append((label, f"{s['throughput_rps']:.0f} {rate}", f"p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} ms, errors {s['errors']}", bar))
+    return s
+bare = line("bare actix-web JSON endpoint, 64 clients", "bare", "baseline")
+f64 = line("flash sale, 64 clients", "flash-sale-c64", "", "orders/s")
+line("flash sale, 256 clients", "flash-sale-c256", "", "orders/s")
+cached = line("cached GET /products/{id}, 64 clients", "cached-product")
+search = line("search on 100k products, 16 clients", "search")
+p1 = line("v2 page 1, 16 clients", "v2-page-1")
+p90 = line("v2 page at row 90,000, 16 clients", "v2-page-90000")
+line("v1 offset page at row 90,000 (contrast), 16 clients", "v1-offset-90000")
+alone = line("product reads alone, 16 clients", "reads-alone")
+storm = line("product reads during 50 concurrent logins, 16 clients", "reads-during-logins")
+for n in ("two-instances-a", "two-instances-b"):
+    line(f"flash sale on one product, {n}", n, "", "orders/s")
+
+print("| workload | throughput | latency | |")
+print("|---|---|---|---|")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+print()
+bars = []
+if f64 and pg[64]:
+    ratio = f64["throughput_rps"] / max(pg[64]["tps"], 1)
+    ok = ratio >= 25 and f64["p99_ms"] <= 50
+    bars.append(("flash sale 64 clients >= 25x pgbench 64, p99 <= 50 ms", f"{ratio:.1f}x, p99 {f64['p99_ms']:.1f} ms", ok))
+f256 = st("flash-sale-c256")
+if f256:
+    bars.append(("flash sale 256 clients >= 12,000 orders/s, p99 <= 30 ms", f"{f256['throughput_rps']:.0f}/s, p99 {f256['p99_ms']:.1f} ms", f256["throughput_rps"] >= 12000 and f256["p99_ms"] <= 30))
+if cached and bare:
+    r = cached["throughput_rps"] / max(bare["throughput_rps"], 1)
+    bars.append(("cached read >= 50% of bare endpoint", f"{100*r:.0f}%", r >= 0.5))
+if search:
+    bars.append(("search p99 <= 20 ms on 100k products", f"{search['p99_ms']:.1f} ms", search["p99_ms"] <= 20))
+if p1 and p90:
+    r = p90["p50_ms"] / max(p1["p50_ms"], 0.001)
+    bars.append(("v2 page at row 90,000 within 2x of page 1 (p50)", f"{r:.2f}x", r <= 2))
+if alone and storm:
+    r = storm["p99_ms"] / max(alone["p99_ms"], 0.001)
+    bars.append(("read p99 during login storm <= 3x without", f"{r:.2f}x", r <= 3))
+rss = load("rss-flash-sale")
+if rss:
+    mb = rss["peak_rss_kb"] / 1024
+    bars.append(("RSS <= 150 MB under the flash sale (peak)", f"{mb:.0f} MB", mb <= 150))
+books = [load(n) for n in ("flash-sale-c64", "flash-sale-c256")]
+for b in books:
+    if b:
+        d = b["details"]
+        bars.append((f"books balance ({b['scenario']})", f"stock+sold=initial {d['stock_plus_sold_equals_initial']}, rows=201s {d['order_rows_equal_201s']}", d["stock_plus_sold_equals_initial"] and d["order_rows_equal_201s"] and d["stock_never_negative"]))
+two = load("two-instances-books")
+if two:
+    bars.append(("two instances, one product: zero oversell", f"left {two['left']} + sold {two['sold']} = {two['left'] + two['sold']} of {two['initial']}", two["balanced"]))
+print("| bar | measured | met |")
+print("|---|---|---|")
+for b in bars:
+    print(f"| {b[0]} | {b[1]} | {'yes' if b[2] else '**no**'} |")

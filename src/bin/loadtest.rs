@@ -1,0 +1,713 @@
+//! `loadtest`: drives a running storefront and measures it.
+//!
+//! ```text
+//! loadtest --base-url http://127.0.0.1:8080 flash-sale --clients 64 --seconds 10
+//! loadtest browse --clients 64 --seconds 10
+//! loadtest login-storm --clients 32 --logins 50 --seconds 10
+//! loadtest bare --clients 64 --seconds 10
+//! ```
+//!
+//! Every scenario prints throughput, p50/p95/p99/max latency and errors, and
+//! writes `<out>/<scenario>.json` and `<out>/<scenario>.svg` (latency over time
+//! and throughput per second). The flash sale then checks the books: stock +
+//! units sold == initial stock, order rows == 201 responses, stock >= 0.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "loadtest", about = "Load tests a running storefront")]
+struct Cli {
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    base_url: String,
+    /// Where JSON results and SVG charts go.
+    #[arg(long, default_value = "bench/results", global = true)]
+    out: PathBuf,
+    #[arg(long, default_value = "admin@storefront.local", global = true)]
+    admin_email: String,
+    #[arg(long, default_value = "DemoAdmin123", global = true)]
+    admin_password: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Label for the result files (default: the scenario name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// C clients each ordering 1 unit of one product, as fast as they can.
+    FlashSale {
+        #[command(flatten)]
+        common: Common,
+        /// Users to create (clients share them round-robin).
+        #[arg(long, default_value_t = 64)]
+        users: usize,
+        /// Initial stock of the product (default: more than can sell).
+        #[arg(long, default_value_t = 10_000_000)]
+        stock: i64,
+        /// Sell this existing product instead of creating one (several
+        /// load generators on one product); the books are then checked by
+        /// the caller.
+        #[arg(long)]
+        product_id: Option<i64>,
+    },
+    /// Cached product reads, search and v2 pagination over the seeded catalog.
+    Browse {
+        #[command(flatten)]
+        common: Common,
+        /// Only this kind of request: product, search, page (v2 keyset),
+        /// offset (v1 page at --deep-row) (default: a mix of the first three).
+        #[arg(long)]
+        only: Option<String>,
+        /// For `page`: the row to start reading at (keyset cursor walk).
+        #[arg(long, default_value_t = 0)]
+        deep_row: usize,
+    },
+    /// Product reads while `logins` clients log in again and again.
+    LoginStorm {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 50)]
+        logins: usize,
+    },
+    /// GET /bench/bare (needs server.bench_endpoints = true): the baseline.
+    Bare {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// One request as measured.
+#[derive(Clone, Copy)]
+struct Sample {
+    /// Seconds since the scenario started, at completion.
+    at: f32,
+    /// Microseconds.
+    latency: u32,
+    status: u16,
+}
+
+#[derive(Serialize)]
+struct Stats {
+    requests: usize,
+    errors: usize,
+    throughput_rps: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    by_status: std::collections::BTreeMap<u16, usize>,
+}
+
+fn stats(samples: &[Sample], seconds: f64, ok: impl Fn(u16) -> bool) -> Stats {
+    let mut lat: Vec<u32> = samples.iter().map(|s| s.latency).collect();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        f64::from(lat[i]) / 1000.0
+    };
+    let mut by_status = std::collections::BTreeMap::new();
+    for s in samples {
+        *by_status.entry(s.status).or_insert(0) += 1;
+    }
+    Stats {
+        requests: samples.len(),
+        errors: samples.iter().filter(|s| !ok(s.status)).count(),
+        throughput_rps: samples.len() as f64 / seconds.max(0.001),
+        p50_ms: pct(0.50),
+        p95_ms: pct(0.95),
+        p99_ms: pct(0.99),
+        max_ms: lat.last().map_or(0.0, |l| f64::from(*l) / 1000.0),
+        by_status,
+    }
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str, pool: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(pool)
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(&json!({"email": email, "password": password})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("login of {email} answered {status}: {body}");
+        }
+        body["data"]["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no access_token")
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<28} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// Registers `n` users (concurrently, the server hashes each password) and
+/// logs them in.
+async fn make_users(api: &Arc<Api>, n: usize) -> anyhow::Result<Vec<String>> {
+    let pb = bar(n as u64, "creating users");
+    let run = format!("{:x}", rand_u64());
+    let mut tasks = Vec::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(8));
+    for i in 0..n {
+        let (api, sem, pb, run) = (api.clone(), sem.clone(), pb.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await?;
+            let email = format!("load-{run}-{i}@example.com");
+            let body = json!({"email": email, "password": "LoadTest123", "name": "Load Tester"});
+            let (status, resp) = api
+                .call(reqwest::Method::POST, "/api/v1/users", None, Some(&body))
+                .await?;
+            if status != 201 {
+                bail!("registration answered {status}: {resp}");
+            }
+            let token = api.login(&email, "LoadTest123").await?;
+            pb.inc(1);
+            Ok::<_, anyhow::Error>(token)
+        }));
+    }
+    let mut tokens = Vec::with_capacity(n);
+    for t in tasks {
+        tokens.push(t.await??);
+    }
+    pb.finish();
+    Ok(tokens)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// Runs `clients` loops of `request` for `seconds`; each loop gets its index.
+async fn drive<F, Fut>(clients: usize, seconds: u64, what: &str, request: F) -> (Vec<Sample>, f64)
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u16> + Send,
+{
+    let request = Arc::new(request);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let pb = bar(seconds, what);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (request, stop, count) = (request.clone(), stop.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(4096);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let status = request(c, n).await;
+                samples.push(Sample {
+                    at: start.elapsed().as_secs_f32(),
+                    latency: t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32,
+                    status,
+                });
+                count.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            samples
+        }));
+    }
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pb.inc(1);
+        pb.set_message(format!("{what}: {} requests", count.load(Ordering::Relaxed)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            all.extend(s);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    pb.finish();
+    all.sort_by(|a, b| a.at.total_cmp(&b.at));
+    (all, elapsed)
+}
+
+/// Latency over time (p50/p99 per 250 ms) and throughput per second.
+fn svg(title: &str, samples: &[Sample], seconds: f64) -> String {
+    let (w, h, pad) = (900.0, 260.0, 50.0);
+    let buckets = ((seconds / 0.25).ceil() as usize).max(1);
+    let mut lat: Vec<Vec<u32>> = vec![Vec::new(); buckets];
+    let mut per_sec = vec![0usize; seconds.ceil() as usize + 1];
+    for s in samples {
+        let b = ((f64::from(s.at) / 0.25) as usize).min(buckets - 1);
+        lat[b].push(s.latency);
+        let last = per_sec.len() - 1;
+        per_sec[(s.at as usize).min(last)] += 1;
+    }
+    let pct = |v: &mut Vec<u32>, p: f64| -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_unstable();
+        f64::from(v[((v.len() as f64 * p) as usize).min(v.len() - 1)]) / 1000.0
+    };
+    let p50: Vec<f64> = lat.iter_mut().map(|v| pct(v, 0.5)).collect();
+    let p99: Vec<f64> = lat.iter_mut().map(|v| pct(v, 0.99)).collect();
+    let max_lat = p99.iter().cloned().fold(1.0, f64::max);
+    let max_rps = per_sec.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let x = |i: usize, n: usize| pad + (w - 2.0 * pad) * i as f64 / (n.max(2) - 1) as f64;
+    let line = |vals: &[f64], top: f64, height: f64, max: f64| -> String {
+        vals.iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i, vals.len()), top + height - height * v / max))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let bars: String = per_sec
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let bw = (w - 2.0 * pad) / per_sec.len() as f64;
+            let bh = (h - 2.0 * pad) * *n as f64 / max_rps;
+            format!(
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#7aa6d6"/>"##,
+                pad + bw * i as f64 + 1.0,
+                h + pad + (h - 2.0 * pad) - bh,
+                (bw - 2.0).max(1.0),
+                bh
+            )
+        })
+        .collect();
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{total}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{pad}" y="20" font-size="14">{title}: latency over time (ms, p50 blue, p99 red; max {max_lat:.1} ms)</text>
+<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{l50}"/>
+<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{l99}"/>
+<line x1="{pad}" y1="{base1}" x2="{right}" y2="{base1}" stroke="#999"/>
+<text x="{pad}" y="{t2}" font-size="14">throughput (requests per second; max {max_rps:.0})</text>
+{bars}
+<line x1="{pad}" y1="{base2}" x2="{right}" y2="{base2}" stroke="#999"/>
+</svg>
+"##,
+        total = 2.0 * h,
+        l50 = line(&p50, pad, h - 2.0 * pad, max_lat),
+        l99 = line(&p99, pad, h - 2.0 * pad, max_lat),
+        base1 = h - pad,
+        right = w - pad,
+        t2 = h + 20.0,
+        base2 = 2.0 * h - pad,
+    )
+}
+
+fn report(
+    out: &std::path::Path,
+    name: &str,
+    samples: &[Sample],
+    seconds: f64,
+    extra: Value,
+    ok: impl Fn(u16) -> bool,
+) -> anyhow::Result<Stats> {
+    let s = stats(samples, seconds, ok);
+    println!(
+        "{name}: {} requests in {seconds:.1}s = {:.0} req/s | p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms max {:.2} ms | errors {} | {:?}",
+        s.requests, s.throughput_rps, s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.errors, s.by_status
+    );
+    std::fs::create_dir_all(out)?;
+    let json = json!({"scenario": name, "seconds": seconds, "stats": &s, "details": extra});
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    std::fs::write(out.join(format!("{name}.svg")), svg(name, samples, seconds))?;
+    Ok(s)
+}
+
+async fn product_ids(api: &Api, n: usize) -> anyhow::Result<Vec<i64>> {
+    let (status, body) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v2/products?limit={}", n.min(100)),
+            None,
+            None,
+        )
+        .await?;
+    if status != 200 {
+        bail!("listing products answered {status}");
+    }
+    let ids: Vec<i64> = body["data"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_i64())
+        .collect();
+    if ids.is_empty() {
+        bail!("no products: run `storefront seed --products 100000` first");
+    }
+    Ok(ids)
+}
+
+async fn flash_sale(
+    cli: &Cli,
+    common: &Common,
+    users: usize,
+    stock: i64,
+    existing: Option<i64>,
+) -> anyhow::Result<()> {
+    let api = Arc::new(Api::new(&cli.base_url, common.clients)?);
+    let admin = api
+        .login(&cli.admin_email, &cli.admin_password)
+        .await
+        .context("admin login (seed creates the demo admin)")?;
+    if let Some(product) = existing {
+        return sell(cli, common, &api, users, product).await;
+    }
+    let (status, body) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/products",
+            Some(&admin),
+            Some(&json!({"name": format!("Flash sale item {:x}", rand_u64()), "price": "10.00", "stock_quantity": stock})),
+        )
+        .await?;
+    if status != 201 {
+        bail!("creating the product answered {status}: {body}");
+    }
+    let product = body["data"]["id"].as_i64().context("product id")?;
+    let orders_before = order_total(&api, &admin).await?;
+    let tokens = Arc::new(make_users(&api, users.max(1)).await?);
+    let name = common
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("flash-sale-c{}", common.clients));
+    let (samples, seconds) = {
+        let (api, tokens) = (api.clone(), tokens.clone());
+        let body = Arc::new(json!({"items": [{"product_id": product, "quantity": 1}]}));
+        drive(common.clients, common.seconds, "flash sale", move |c, _| {
+            let (api, tokens, body) = (api.clone(), tokens.clone(), body.clone());
+            async move {
+                let token = &tokens[c % tokens.len()];
+                api.call(reqwest::Method::POST, "/api/v1/orders", Some(token), Some(&body))
+                    .await
+                    .map_or(0, |(s, _)| s)
+            }
+        })
+        .await
+    };
+    let created = samples.iter().filter(|s| s.status == 201).count() as i64;
+    // The books.
+    let (_, p) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/products/{product}"),
+            Some(&admin),
+            None,
+        )
+        .await?;
+    let remaining = p["data"]["stock_quantity"].as_i64().context("stock")?;
+    let orders_after = order_total(&api, &admin).await?;
+    let checks = json!({
+        "initial_stock": stock,
+        "remaining_stock": remaining,
+        "units_sold_201": created,
+        "stock_plus_sold_equals_initial": remaining + created == stock,
+        "order_rows_added": orders_after - orders_before,
+        "order_rows_equal_201s": orders_after - orders_before == created,
+        "stock_never_negative": remaining >= 0,
+    });
+    let s = report(&cli.out, &name, &samples, seconds, checks.clone(), |st| {
+        st == 201 || st == 409
+    })?;
+    println!("books: {checks}");
+    if !(remaining + created == stock && orders_after - orders_before == created && remaining >= 0) {
+        bail!("the books do not balance: {checks}");
+    }
+    let _ = s;
+    Ok(())
+}
+
+/// Sells `product` without checking the books (another generator sells it too).
+async fn sell(cli: &Cli, common: &Common, api: &Arc<Api>, users: usize, product: i64) -> anyhow::Result<()> {
+    let tokens = Arc::new(make_users(api, users.max(1)).await?);
+    let name = common
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("flash-sale-c{}", common.clients));
+    let (api, t) = (api.clone(), tokens.clone());
+    let body = Arc::new(json!({"items": [{"product_id": product, "quantity": 1}]}));
+    let (samples, seconds) = drive(common.clients, common.seconds, "flash sale", move |c, _| {
+        let (api, tokens, body) = (api.clone(), t.clone(), body.clone());
+        async move {
+            let token = &tokens[c % tokens.len()];
+            api.call(reqwest::Method::POST, "/api/v1/orders", Some(token), Some(&body))
+                .await
+                .map_or(0, |(s, _)| s)
+        }
+    })
+    .await;
+    let created = samples.iter().filter(|s| s.status == 201).count();
+    report(
+        &cli.out,
+        &name,
+        &samples,
+        seconds,
+        json!({"product_id": product, "units_sold_201": created}),
+        |st| st == 201 || st == 409,
+    )?;
+    Ok(())
+}
+
+async fn order_total(api: &Api, admin: &str) -> anyhow::Result<i64> {
+    let (status, body) = api
+        .call(reqwest::Method::GET, "/api/v1/orders?limit=1", Some(admin), None)
+        .await?;
+    if status != 200 {
+        bail!("listing orders answered {status}");
+    }
+    body["data"]["total"].as_i64().context("total")
+}
+
+const TERMS: &[&str] = &[
+    "lamp",
+    "steel chair",
+    "bamboo",
+    "kettle",
+    "wool",
+    "granite mug",
+    "puzzle",
+    "leather wallet",
+];
+
+async fn browse(cli: &Cli, common: &Common, only: Option<&str>, deep_row: usize) -> anyhow::Result<()> {
+    let api = Arc::new(Api::new(&cli.base_url, common.clients)?);
+    let ids = Arc::new(product_ids(&api, 100).await?);
+    // For deep pages: walk to the cursor at `deep_row` once.
+    let cursor = if deep_row > 0 {
+        let pb = bar((deep_row / 100) as u64, "walking to the deep page");
+        let mut cursor: Option<String> = None;
+        for _ in 0..deep_row / 100 {
+            let path = match &cursor {
+                Some(c) => format!("/api/v2/products?limit=100&cursor={c}"),
+                None => "/api/v2/products?limit=100".into(),
+            };
+            let (_, body) = api.call(reqwest::Method::GET, &path, None, None).await?;
+            cursor = body["data"]["next_cursor"].as_str().map(str::to_owned);
+            pb.inc(1);
+        }
+        pb.finish();
+        cursor
+    } else {
+        None
+    };
+    let cursor = Arc::new(cursor);
+    let kind = only.map(str::to_owned);
+    let name = common
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("browse-{}", only.unwrap_or("mix")));
+    let (samples, seconds) = drive(common.clients, common.seconds, "browsing", move |c, n| {
+        let (api, ids, cursor, kind) = (api.clone(), ids.clone(), cursor.clone(), kind.clone());
+        async move {
+            let offset_page = deep_row / 20 + 1;
+            let pick = kind.as_deref().unwrap_or(match (c as u64 + n) % 3 {
+                0 => "product",
+                1 => "search",
+                _ => "page",
+            });
+            let path = match pick {
+                "search" => format!(
+                    "/api/v1/products?search={}",
+                    TERMS[(c + n as usize) % TERMS.len()].replace(' ', "%20")
+                ),
+                "offset" => format!("/api/v1/products?limit=20&page={offset_page}"),
+                "page" => match cursor.as_ref() {
+                    Some(cur) => format!("/api/v2/products?limit=20&cursor={cur}"),
+                    None => "/api/v2/products?limit=20".to_owned(),
+                },
+                _ => format!("/api/v1/products/{}", ids[(c * 7 + n as usize) % ids.len()]),
+            };
+            api.call(reqwest::Method::GET, &path, None, None)
+                .await
+                .map_or(0, |(s, _)| s)
+        }
+    })
+    .await;
+    report(
+        &cli.out,
+        &name,
+        &samples,
+        seconds,
+        json!({"deep_row": deep_row}),
+        |s| s == 200,
+    )?;
+    Ok(())
+}
+
+async fn login_storm(cli: &Cli, common: &Common, logins: usize) -> anyhow::Result<()> {
+    let api = Arc::new(Api::new(&cli.base_url, common.clients + logins)?);
+    let ids = Arc::new(product_ids(&api, 100).await?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm_count = Arc::new(AtomicU64::new(0));
+    let mut storm = Vec::new();
+    for _ in 0..logins {
+        let (api, stop, count) = (api.clone(), stop.clone(), storm_count.clone());
+        let (email, password) = (cli.admin_email.clone(), cli.admin_password.clone());
+        storm.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = api.login(&email, &password).await;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let name = common.name.clone().unwrap_or_else(|| "login-storm-reads".into());
+    let (samples, seconds) = drive(
+        common.clients,
+        common.seconds,
+        "reads during logins",
+        move |c, n| {
+            let (api, ids) = (api.clone(), ids.clone());
+            async move {
+                api.call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/products/{}", ids[(c * 7 + n as usize) % ids.len()]),
+                    None,
+                    None,
+                )
+                .await
+                .map_or(0, |(s, _)| s)
+            }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in storm {
+        let _ = t.await;
+    }
+    let logins_done = storm_count.load(Ordering::Relaxed);
+    report(
+        &cli.out,
+        &name,
+        &samples,
+        seconds,
+        json!({"concurrent_logins": logins, "logins_completed": logins_done}),
+        |s| s == 200,
+    )?;
+    println!("logins completed meanwhile: {logins_done}");
+    Ok(())
+}
+
+async fn bare(cli: &Cli, common: &Common) -> anyhow::Result<()> {
+    let api = Arc::new(Api::new(&cli.base_url, common.clients)?);
+    let (status, _) = api.call(reqwest::Method::GET, "/bench/bare", None, None).await?;
+    if status != 200 {
+        bail!("/bench/bare answered {status}: start the server with APP__SERVER__BENCH_ENDPOINTS=true");
+    }
+    let name = common.name.clone().unwrap_or_else(|| "bare".into());
+    let (samples, seconds) = drive(common.clients, common.seconds, "bare endpoint", move |_, _| {
+        let api = api.clone();
+        async move {
+            api.call(reqwest::Method::GET, "/bench/bare", None, None)
+                .await
+                .map_or(0, |(s, _)| s)
+        }
+    })
+    .await;
+    report(&cli.out, &name, &samples, seconds, json!({}), |s| s == 200)?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match &cli.scenario {
+            Scenario::FlashSale {
+                common,
+                users,
+                stock,
+                product_id,
+            } => flash_sale(&cli, common, *users, *stock, *product_id).await,
+            Scenario::Browse {
+                common,
+                only,
+                deep_row,
+            } => browse(&cli, common, only.as_deref(), *deep_row).await,
+            Scenario::LoginStorm { common, logins } => login_storm(&cli, common, *logins).await,
+            Scenario::Bare { common } => bare(&cli, common).await,
+        }
+    })
+}
