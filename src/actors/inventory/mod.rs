@@ -26,7 +26,7 @@ use std::{
 
 use actix::prelude::*;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{pooled_connection::bb8::PooledConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
@@ -345,58 +345,161 @@ type Outcomes = Vec<Result<Outcome, AppError>>;
 /// Runs one batch in one transaction and returns each op's outcome and the
 /// products whose stock changed.
 async fn execute(pool: DbPool, ops: Vec<Op>, inject_panic: bool) -> Result<(Outcomes, Vec<i64>), AppError> {
-    let mut conn = pool.get().await?;
-    conn.transaction::<_, AppError, _>(async move |conn| {
-        let orders = lock_orders(conn, &ops).await?;
-        let mut product_ids: Vec<i64> = ops
-            .iter()
-            .flat_map(|op| match op {
-                Op::Place { lines, .. } => lines.iter().map(|l| l.product_id).collect::<Vec<_>>(),
-                Op::Adjust { product_id, .. } => vec![*product_id],
-                Op::Cancel { .. } => Vec::new(),
-            })
-            .chain(orders.values().flat_map(|o| o.items.iter().map(|i| i.product_id)))
-            .collect();
-        product_ids.sort_unstable();
-        product_ids.dedup();
-        let (n_orders, n_items) = ops.iter().fold((0_i64, 0_i64), |(o, i), op| match op {
-            Op::Place { lines, .. } => (o + 1, i + lines.len() as i64),
-            _ => (o, i),
-        });
-        let rows: Vec<sql::LockedRow> = sql::LockProducts {
-            product_ids,
-            orders: n_orders,
-            items: n_items,
-        }
-        .load(conn)
-        .await?;
-        if inject_panic {
-            panic!("injected panic in the middle of an inventory batch");
-        }
-        let Some((_, _, _, _, now, order_ids, item_ids)) = <[sql::LockedRow]>::first(&rows).cloned() else {
-            return Err(AppError::internal(anyhow::anyhow!(
-                "lock statement returned no row"
-            )));
+    let mut tx = Tx {
+        conn: Some(pool.get_owned().await?),
+        open: false,
+    };
+    let result = decide(&mut tx, &ops, inject_panic).await;
+    if result.is_err() && tx.open {
+        tx.rollback().await;
+    }
+    result
+}
+
+/// One batch's transaction, driven by hand so that BEGIN travels with the
+/// locking statement and COMMIT with the writing one (pipelined: two round
+/// trips per batch). If it is dropped while open (a panic mid-batch), the
+/// connection is rolled back before it can be reused.
+struct Tx {
+    conn: Option<PooledConnection<'static, AsyncPgConnection>>,
+    open: bool,
+}
+
+impl Tx {
+    fn conn(&mut self) -> Result<&mut AsyncPgConnection, AppError> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("batch connection already released")))
+    }
+
+    async fn begin(&mut self) -> Result<(), AppError> {
+        self.open = true;
+        diesel::sql_query("BEGIN").execute(self.conn()?).await?;
+        Ok(())
+    }
+
+    /// BEGIN and `lock`, in one round trip.
+    async fn begin_with(&mut self, lock: sql::LockProducts) -> Result<Vec<sql::LockedRow>, AppError> {
+        self.open = true;
+        let conn: &AsyncPgConnection = self.conn()?;
+        let (mut a, mut b) = (conn, conn);
+        let (begun, rows) = futures_util::future::join(
+            diesel::sql_query("BEGIN").execute(&mut a),
+            lock.load::<sql::LockedRow>(&mut b),
+        )
+        .await;
+        begun?;
+        Ok(rows?)
+    }
+
+    /// `write` (if any) and COMMIT, in one round trip. A failed write turns
+    /// the COMMIT into a rollback on the server.
+    async fn commit_with(&mut self, write: Option<sql::WriteBatch>) -> Result<(), AppError> {
+        let conn: &AsyncPgConnection = self.conn()?;
+        let (mut a, mut b) = (conn, conn);
+        let result = match write {
+            None => diesel::sql_query("COMMIT")
+                .execute(&mut a)
+                .await
+                .map(drop)
+                .map_err(AppError::from),
+            Some(stmt) => {
+                let (written, committed) = futures_util::future::join(
+                    stmt.get_result::<(i64, i64, i64, i64, i64)>(&mut a),
+                    diesel::sql_query("COMMIT").execute(&mut b),
+                )
+                .await;
+                written
+                    .map_err(AppError::from)
+                    .and(committed.map(drop).map_err(AppError::from))
+            }
         };
-        let products: HashMap<i64, Locked> = rows
-            .into_iter()
-            .filter_map(|(id, price, stock, active, ..)| {
-                Some((
-                    id?,
-                    Locked {
-                        price: price?,
-                        stock: stock?,
-                        is_active: active?,
-                    },
-                ))
-            })
-            .collect();
-        let allocation = allocate(&ops, products, orders, &order_ids, &item_ids, now);
-        let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
-        write(conn, allocation.writes).await?;
-        Ok((allocation.outcomes, changed))
-    })
-    .await
+        if result.is_ok() {
+            self.open = false;
+        }
+        result
+    }
+
+    async fn rollback(&mut self) {
+        if let Ok(conn) = self.conn() {
+            let _ = diesel::sql_query("ROLLBACK").execute(conn).await;
+        }
+        self.open = false;
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        if let Some(mut conn) = self.conn.take() {
+            tokio::task::spawn_local(async move {
+                let _ = diesel::sql_query("ROLLBACK").execute(&mut *conn).await;
+            });
+        }
+    }
+}
+
+/// Locks, decides and writes one batch inside `tx`.
+async fn decide(tx: &mut Tx, ops: &[Op], inject_panic: bool) -> Result<(Outcomes, Vec<i64>), AppError> {
+    let has_cancels = ops.iter().any(|op| matches!(op, Op::Cancel { .. }));
+    let orders = if has_cancels {
+        tx.begin().await?;
+        lock_orders(tx.conn()?, ops).await?
+    } else {
+        HashMap::new()
+    };
+    let mut product_ids: Vec<i64> = ops
+        .iter()
+        .flat_map(|op| match op {
+            Op::Place { lines, .. } => lines.iter().map(|l| l.product_id).collect::<Vec<_>>(),
+            Op::Adjust { product_id, .. } => vec![*product_id],
+            Op::Cancel { .. } => Vec::new(),
+        })
+        .chain(orders.values().flat_map(|o| o.items.iter().map(|i| i.product_id)))
+        .collect();
+    product_ids.sort_unstable();
+    product_ids.dedup();
+    let (n_orders, n_items) = ops.iter().fold((0_i64, 0_i64), |(o, i), op| match op {
+        Op::Place { lines, .. } => (o + 1, i + lines.len() as i64),
+        _ => (o, i),
+    });
+    let lock = sql::LockProducts {
+        product_ids,
+        orders: n_orders,
+        items: n_items,
+    };
+    let rows: Vec<sql::LockedRow> = if tx.open {
+        lock.load(tx.conn()?).await?
+    } else {
+        tx.begin_with(lock).await?
+    };
+    if inject_panic {
+        panic!("injected panic in the middle of an inventory batch");
+    }
+    let Some((_, _, _, _, now, order_ids, item_ids)) = <[sql::LockedRow]>::first(&rows).cloned() else {
+        return Err(AppError::internal(anyhow::anyhow!(
+            "lock statement returned no row"
+        )));
+    };
+    let products: HashMap<i64, Locked> = rows
+        .into_iter()
+        .filter_map(|(id, price, stock, active, ..)| {
+            Some((
+                id?,
+                Locked {
+                    price: price?,
+                    stock: stock?,
+                    is_active: active?,
+                },
+            ))
+        })
+        .collect();
+    let allocation = allocate(ops, products, orders, &order_ids, &item_ids, now);
+    let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
+    tx.commit_with(write_statement(allocation.writes)).await?;
+    Ok((allocation.outcomes, changed))
 }
 
 /// Locks the orders that the batch's cancels refer to, with their items.
@@ -438,9 +541,10 @@ async fn lock_orders(conn: &mut AsyncPgConnection, ops: &[Op]) -> Result<HashMap
     Ok(views)
 }
 
-async fn write(conn: &mut AsyncPgConnection, w: Writes) -> Result<(), AppError> {
+/// The batch's single writing statement, or `None` when nothing changed.
+fn write_statement(w: Writes) -> Option<sql::WriteBatch> {
     if w.stock.is_empty() && w.orders.is_empty() && w.cancelled.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut stmt = sql::WriteBatch::default();
     for (id, stock) in &w.stock {
@@ -466,18 +570,5 @@ async fn write(conn: &mut AsyncPgConnection, w: Writes) -> Result<(), AppError> 
         stmt.key_orders.push(order);
         stmt.key_bodies.push(body);
     }
-    let expected = (
-        stmt.stock_ids.len(),
-        stmt.order_ids.len(),
-        stmt.item_ids.len(),
-        stmt.cancelled.len(),
-    );
-    let (s, o, i, c, _k): (i64, i64, i64, i64, i64) = stmt.get_result(conn).await?;
-    if (s as usize, o as usize, i as usize, c as usize) != expected {
-        return Err(AppError::internal(anyhow::anyhow!(
-            "batch wrote {:?}, expected {expected:?}",
-            (s, o, i, c)
-        )));
-    }
-    Ok(())
+    Some(stmt)
 }
