@@ -112,6 +112,9 @@ impl RedisHealth {
 enum Backend {
     Redis(RedisHealth),
     Local(Arc<Local>),
+    /// `cache.enabled = false`: every read goes to the database (used to
+    /// measure the uncached path).
+    Off,
 }
 
 struct Local {
@@ -148,6 +151,14 @@ impl Cache {
         }
     }
 
+    pub fn off(metrics: Arc<Metrics>) -> Self {
+        Self {
+            backend: Backend::Off,
+            ttl: Duration::ZERO,
+            metrics,
+        }
+    }
+
     pub fn local(ttl: Duration, capacity: u64, metrics: Arc<Metrics>) -> Self {
         Self {
             backend: Backend::Local(Arc::new(Local {
@@ -169,6 +180,10 @@ impl Cache {
         F: Future<Output = Result<String, AppError>>,
     {
         match &self.backend {
+            Backend::Off => {
+                self.metrics.cache_misses.inc();
+                load.await.map(Into::into)
+            }
             Backend::Local(local) => {
                 let version = {
                     let gens = local
@@ -242,6 +257,7 @@ impl Cache {
             return;
         }
         match &self.backend {
+            Backend::Off => {}
             Backend::Local(local) => {
                 if let Ok(mut gens) = local.generations.lock() {
                     for f in families {

@@ -94,6 +94,7 @@ pub struct PoolSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CacheSettings {
+    pub enabled: bool,
     pub ttl_secs: u64,
     pub local_capacity: u64,
 }

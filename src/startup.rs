@@ -129,6 +129,7 @@ impl Application {
         let redis_health = RedisHealth::new(&settings.redis.prefix);
         let mut arbiters = Vec::new();
         let (cache, cache_actor) = match settings.redis.url() {
+            _ if !settings.cache.enabled => (Cache::off(metrics.clone()), None),
             Some(url) => {
                 let client = redis::Client::open(url)?;
                 let cache_arbiter = Arbiter::new();
