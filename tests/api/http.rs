@@ -44,7 +44,7 @@ async fn ready_reports_database_and_redis_down() {
 
 #[actix_web::test]
 async fn ready_reports_redis_up_when_configured() {
-    let app = spawn_app_with(|s| s.redis.url = "redis://127.0.0.1:6379".to_owned().into()).await;
+    let (app, _keys) = crate::helpers::spawn_app_with_redis(&crate::helpers::redis_url(), |_| {}).await;
     let r = app.get("/health/ready", None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["checks"]["redis"], json!("up"));
