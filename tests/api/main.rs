@@ -12,4 +12,5 @@ mod oauth;
 mod ops;
 mod orders;
 mod redis;
+mod reliability;
 mod users;
