@@ -33,14 +33,6 @@ pub enum PageRequest<K> {
     Keyset { after: Option<K>, limit: i64 },
 }
 
-impl<K> PageRequest<K> {
-    pub fn limit(&self) -> i64 {
-        match self {
-            Self::Offset { limit, .. } | Self::Keyset { limit, .. } => *limit,
-        }
-    }
-}
-
 /// A page of results, serialised as API.md's v1 or v2 `data` shape.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]

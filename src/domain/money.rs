@@ -47,14 +47,6 @@ impl Money {
         Ok(Self(d.with_scale(2)))
     }
 
-    pub fn from_decimal(d: BigDecimal) -> Self {
-        Self(d.with_scale(2))
-    }
-
-    pub fn as_decimal(&self) -> &BigDecimal {
-        &self.0
-    }
-
     pub fn into_decimal(self) -> BigDecimal {
         self.0
     }
