@@ -12,6 +12,30 @@ if ! command -v chromium >/dev/null; then
   apt_install chromium || echo "note: chromium is not installed and could not be (needs root and apt); the /docs browser test will be skipped" >&2
 fi
 if command -v chromium >/dev/null; then export STOREFRONT_REQUIRE_BROWSER=1; fi
+# Schemathesis (PyPI, pinned) for the schema-driven fuzz test, in a venv kept
+# between runs. STOREFRONT_SKIP_FUZZ=1 skips it (the test then says so).
+SCHEMATHESIS_VERSION=4.32.5
+if [ -z "${STOREFRONT_SKIP_FUZZ:-}" ] && [ -z "${STOREFRONT_SCHEMATHESIS:-}" ]; then
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/storefront/schemathesis-$SCHEMATHESIS_VERSION"
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+      apt_install python3 python3-venv || true
+    fi
+    echo "==> installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $venv" >&2
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >&2; } || {
+      rm -rf "$venv"
+      cat >&2 <<MSG
+error: could not install schemathesis $SCHEMATHESIS_VERSION (needs python3 with venv and
+access to PyPI). Either:
+  sudo apt-get install -y python3 python3-venv    # then run this again
+or point STOREFRONT_SCHEMATHESIS at a schemathesis executable,
+or skip the fuzz test with STOREFRONT_SKIP_FUZZ=1.
+MSG
+      exit 1
+    }
+  fi
+  export STOREFRONT_SCHEMATHESIS="$venv/bin/schemathesis"
+fi
 export STOREFRONT_TEST_PG="${STOREFRONT_TEST_PG:-$PG_URL_BASE}"
 export STOREFRONT_TEST_REDIS="${STOREFRONT_TEST_REDIS:-redis://127.0.0.1:6379}"
 

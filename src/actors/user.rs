@@ -301,10 +301,14 @@ impl Handler<Login> for UserActor {
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         let c = self.ctx();
         Box::pin(async move {
-            let email = msg.email.trim().to_lowercase();
-            let found = {
-                let mut conn = c.pool.get().await?;
-                user::find_by_email(&mut conn, &email).await?
+            // Text that is no address (a NUL byte, say) matches nobody and is
+            // never sent to the database.
+            let found = match crate::domain::Email::parse(&msg.email) {
+                Ok(email) => {
+                    let mut conn = c.pool.get().await?;
+                    user::find_by_email(&mut conn, email.as_str()).await?
+                }
+                Err(_) => None,
             };
             // Always one Argon2 verification, whether or not the user exists,
             // is active or has a password, so timing reveals nothing.

@@ -30,8 +30,15 @@ use serde_json::{json, Value};
 #[derive(Parser)]
 #[command(name = "loadtest", about = "Load tests a running storefront")]
 struct Cli {
-    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
-    base_url: String,
+    /// The server; several, comma-separated, spread the clients over as many
+    /// instances (setup and the books check use the first).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        global = true,
+        value_delimiter = ','
+    )]
+    base_url: Vec<String>,
     /// Where JSON results and SVG charts go.
     #[arg(long, default_value = "bench/results", global = true)]
     out: PathBuf,
@@ -149,14 +156,17 @@ fn stats(samples: &[Sample], seconds: f64, ok: impl Fn(u16) -> bool) -> Stats {
 }
 
 struct Api {
-    base: String,
+    bases: Vec<String>,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(base: &str, pool: usize) -> anyhow::Result<Self> {
+    fn new(bases: &[String], pool: usize) -> anyhow::Result<Self> {
+        if bases.is_empty() {
+            bail!("--base-url names no server");
+        }
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            bases: bases.iter().map(|b| b.trim_end_matches('/').to_owned()).collect(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(pool)
                 .timeout(Duration::from_secs(30))
@@ -171,7 +181,7 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let mut req = self.http.request(method, format!("{}{path}", self.bases[0]));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -185,15 +195,18 @@ impl Api {
     }
 
     /// Only the status (the hot loops do not parse bodies: the load generator
-    /// shares the machine with the server).
+    /// shares the machine with the server). Client `client` talks to instance
+    /// `client % instances`.
     async fn status(
         &self,
+        client: usize,
         method: reqwest::Method,
         path: &str,
         token: Option<&str>,
         body: Option<&Value>,
     ) -> u16 {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let base = &self.bases[client % self.bases.len()];
+        let mut req = self.http.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -483,8 +496,14 @@ async fn flash_sale(
             let (api, tokens, body) = (api.clone(), tokens.clone(), body.clone());
             async move {
                 let token = &tokens[c % tokens.len()];
-                api.status(reqwest::Method::POST, "/api/v1/orders", Some(token), Some(&body))
-                    .await
+                api.status(
+                    c,
+                    reqwest::Method::POST,
+                    "/api/v1/orders",
+                    Some(token),
+                    Some(&body),
+                )
+                .await
             }
         })
         .await
@@ -534,8 +553,14 @@ async fn sell(cli: &Cli, common: &Common, api: &Arc<Api>, users: usize, product:
         let (api, tokens, body) = (api.clone(), t.clone(), body.clone());
         async move {
             let token = &tokens[c % tokens.len()];
-            api.status(reqwest::Method::POST, "/api/v1/orders", Some(token), Some(&body))
-                .await
+            api.status(
+                c,
+                reqwest::Method::POST,
+                "/api/v1/orders",
+                Some(token),
+                Some(&body),
+            )
+            .await
         }
     })
     .await;
@@ -620,7 +645,7 @@ async fn browse(cli: &Cli, common: &Common, only: Option<&str>, deep_row: usize)
                 },
                 _ => format!("/api/v1/products/{}", ids[(c * 7 + n as usize) % ids.len()]),
             };
-            api.status(reqwest::Method::GET, &path, None, None).await
+            api.status(c, reqwest::Method::GET, &path, None, None).await
         }
     })
     .await;
@@ -660,6 +685,7 @@ async fn login_storm(cli: &Cli, common: &Common, logins: usize) -> anyhow::Resul
             let (api, ids) = (api.clone(), ids.clone());
             async move {
                 api.status(
+                    c,
                     reqwest::Method::GET,
                     &format!("/api/v1/products/{}", ids[(c * 7 + n as usize) % ids.len()]),
                     None,
@@ -694,9 +720,12 @@ async fn bare(cli: &Cli, common: &Common) -> anyhow::Result<()> {
         bail!("/bench/bare answered {status}: start the server with APP__SERVER__BENCH_ENDPOINTS=true");
     }
     let name = common.name.clone().unwrap_or_else(|| "bare".into());
-    let (samples, seconds) = drive(common.clients, common.seconds, "bare endpoint", move |_, _| {
+    let (samples, seconds) = drive(common.clients, common.seconds, "bare endpoint", move |c, _| {
         let api = api.clone();
-        async move { api.status(reqwest::Method::GET, "/bench/bare", None, None).await }
+        async move {
+            api.status(c, reqwest::Method::GET, "/bench/bare", None, None)
+                .await
+        }
     })
     .await;
     report(&cli.out, &name, &samples, seconds, json!({}), |s| s == 200)?;

@@ -382,9 +382,7 @@ impl TestApp {
     }
 
     pub fn count(&self, sql: &str) -> i64 {
-        self.db.texts(&format!("SELECT ({sql})::text AS name"))[0]
-            .parse()
-            .expect("int")
+        self.db.count_of(sql)
     }
 }
 
@@ -395,20 +393,36 @@ impl TestApp {
     }
 
     /// An access token for `user_id` signed with the application's key.
-    pub fn token_for(&self, user_id: i64, role: storefront::domain::Role) -> String {
-        storefront::auth::JwtKeys::new(
-            &self.settings.auth.jwt_secret,
-            &self.settings.auth.issuer,
-            &self.settings.auth.audience,
-            std::time::Duration::from_secs(900),
-        )
-        .issue(user_id, role)
-        .expect("sign")
-    }
-
     /// `n` users inserted directly (no Argon2), each with a token.
     pub fn bulk_users(&self, n: usize) -> Vec<(i64, String)> {
-        let ids = self.db.texts(&format!(
+        self.db.bulk_users(&self.settings, n)
+    }
+}
+
+/// An access token signed with `settings`' key.
+pub fn token(settings: &Settings, user_id: i64, role: storefront::domain::Role) -> String {
+    storefront::auth::JwtKeys::new(
+        &settings.auth.jwt_secret,
+        &settings.auth.issuer,
+        &settings.auth.audience,
+        std::time::Duration::from_secs(900),
+    )
+    .issue(user_id, role)
+    .expect("sign")
+}
+
+impl TestDb {
+    /// The single integer `sql` selects.
+    pub fn count_of(&self, sql: &str) -> i64 {
+        self.texts(&format!("SELECT ({sql})::text AS name"))[0]
+            .parse()
+            .expect("int")
+    }
+
+    /// `n` users inserted directly (no Argon2), each with a token signed for
+    /// `settings`.
+    pub fn bulk_users(&self, settings: &Settings, n: usize) -> Vec<(i64, String)> {
+        let ids = self.texts(&format!(
             "INSERT INTO users (email, password_hash, name) \
              SELECT 'bulk' || g || '-' || md5(random()::text) || '@example.com', NULL, 'Bulk ' || g \
              FROM generate_series(1, {n}) g RETURNING id::text AS name"
@@ -416,7 +430,7 @@ impl TestApp {
         ids.into_iter()
             .map(|id| {
                 let id: i64 = id.parse().expect("id");
-                (id, self.token_for(id, storefront::domain::Role::User))
+                (id, token(settings, id, storefront::domain::Role::User))
             })
             .collect()
     }
@@ -493,10 +507,22 @@ pub struct OwnRedis {
     pub port: u16,
     child: Option<std::process::Child>,
     dir: std::path::PathBuf,
+    persistent: bool,
 }
 
 impl OwnRedis {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A Redis that keeps every write on disk (AOF, fsync always), so a
+    /// restart after kill -9 comes back with its old data, stale cache
+    /// entries included.
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
@@ -508,6 +534,7 @@ impl OwnRedis {
             port,
             child: None,
             dir,
+            persistent,
         };
         r.restart();
         r
@@ -527,7 +554,9 @@ impl OwnRedis {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.persistent { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
             ])
             .arg("--dir")
             .arg(&self.dir)
@@ -557,4 +586,47 @@ impl Drop for OwnRedis {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Starts the real binary (test settings) on a free port and waits until it
+/// is ready.
+pub async fn start_binary(
+    db_url: &str,
+    env: &[(&str, &str)],
+    stdout: std::process::Stdio,
+) -> (std::process::Child, String) {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"));
+    cmd.arg("serve")
+        .env("APP_ENVIRONMENT", "test")
+        .env("DATABASE_URL", db_url)
+        .env("PORT", port.to_string())
+        .env("APP__SERVER__WORKERS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(stdout);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start the binary");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..150 {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
+            if r.status() == StatusCode::OK {
+                return (child, base);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("server did not become ready");
 }

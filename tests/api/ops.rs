@@ -6,50 +6,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{blocking, test_settings, Res, TestDb};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Starts the real binary (test settings) on a free port and waits until it
-/// is ready.
-async fn start_binary(
-    db_url: &str,
-    env: &[(&str, &str)],
-    stdout: std::process::Stdio,
-) -> (std::process::Child, String) {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_storefront"));
-    cmd.arg("serve")
-        .env("APP_ENVIRONMENT", "test")
-        .env("DATABASE_URL", db_url)
-        .env("PORT", port.to_string())
-        .env("APP__SERVER__WORKERS", "2")
-        .env("RUST_LOG", "warn")
-        .stdout(stdout);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start the binary");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..150 {
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
-            if r.status() == StatusCode::OK {
-                return (child, base);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("server did not become ready");
-}
+use crate::helpers::{blocking, free_port, start_binary, test_settings, Res, TestDb};
 
 #[actix_web::test]
 async fn sigterm_finishes_in_flight_orders_and_every_acknowledged_order_is_stored() {
@@ -59,23 +16,7 @@ async fn sigterm_finishes_in_flight_orders_and_every_acknowledged_order_is_store
         .await
         .expect("migrate");
     db.execute("INSERT INTO products (id, name, price, stock_quantity) VALUES (1, 'Hot', 5, 1000)");
-    let users = db.texts(
-        "INSERT INTO users (email, name) SELECT 's' || g || '@example.com', 'Shopper' FROM generate_series(1, 60) g \
-         RETURNING id::text AS name",
-    );
-    let keys = storefront::auth::JwtKeys::new(
-        &settings.auth.jwt_secret,
-        &settings.auth.issuer,
-        &settings.auth.audience,
-        Duration::from_secs(900),
-    );
-    let tokens: Vec<String> = users
-        .iter()
-        .map(|id| {
-            keys.issue(id.parse().expect("id"), storefront::domain::Role::User)
-                .expect("sign")
-        })
-        .collect();
+    let tokens: Vec<String> = db.bulk_users(&settings, 60).into_iter().map(|(_, t)| t).collect();
 
     let (mut child, base) = start_binary(
         &db.url,

@@ -58,6 +58,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(AppError::BadRequest("Request body is required".into()));
     }
+    // JSON is UTF-8 (RFC 8259); serde_json would not check strings it skips.
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(AppError::BadRequest("Request body is not valid UTF-8".into()));
+    }
     if too_deep(bytes) {
         return Err(AppError::BadRequest(format!(
             "JSON nesting deeper than {MAX_DEPTH} levels"

@@ -8,7 +8,7 @@ use crate::{
         ChangeRole, DeleteUser, GetUser, ListUsers, Register, UpdateUser, UserUpdate, USERS_CURSOR_SCOPE,
     },
     auth::AuthUser,
-    domain::{Email, Password, Role, UserName},
+    domain::{text::bounded, Email, Password, Role, UserName},
     error::AppError,
     http::{
         envelope,
@@ -93,16 +93,10 @@ pub async fn list(
     let page = state
         .cursors
         .page_request(version, &query.page, USERS_CURSOR_SCOPE)?;
-    let search = query
-        .search
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty());
-    if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
-        return Err(AppError::invalid_field(
-            "search",
-            "must be at most 100 characters",
-        ));
-    }
+    let search = match query.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Some(bounded(s, 1, 100, false).map_err(|e| AppError::invalid_field("search", e))?),
+        None => None,
+    };
     let users = state.users.send(ListUsers { search, page }).await??;
     Ok(envelope::ok("Users retrieved successfully", users))
 }

@@ -1,0 +1,648 @@
+//! Hostile input: every case gets a 4xx (or, for a string that is merely
+//! unusual, is stored and returned verbatim) and the process stays healthy.
+//! The limits are listed in README.md, "Limits on input".
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+
+/// Strings that break naive SQL building, LIKE patterns, JSON or logs.
+const NASTY: &[&str] = &[
+    "Robert'); DROP TABLE users; --",
+    "' OR '1'='1",
+    "\" OR \"\"=\"",
+    "1; SELECT pg_sleep(10)",
+    "%",
+    "_",
+    "\\",
+    "$1",
+    "')) UNION SELECT password_hash FROM users --",
+    "{\"$gt\": \"\"}",
+    "a\u{0}b",
+    "\u{202e}evil",
+];
+
+async fn healthy(app: &TestApp) {
+    let r = app.get("/health/ready", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app.get("/api/v1/products", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() \
+             AND table_name IN ('users', 'products', 'orders')"
+        ),
+        3,
+        "tables are still there"
+    );
+}
+
+fn no_5xx(what: &str, r: &crate::helpers::Res) {
+    assert!(
+        r.status.is_client_error() || r.status.is_success(),
+        "{what}: {} {}",
+        r.status,
+        r.text
+    );
+    if r.status.is_client_error() {
+        assert_eq!(r.body["success"], json!(false), "{what}: envelope: {}", r.text);
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns the status code.
+async fn raw(app: &TestApp, request: &[u8]) -> u16 {
+    let addr = app.address.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server did not answer or close the connection");
+    let head = String::from_utf8_lossy(&buf);
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"))
+}
+
+#[actix_web::test]
+async fn sql_and_pattern_metacharacters_in_every_string_field_are_data() {
+    let app = spawn_app_with(|s| {
+        // Configured, so the callback parses its parameters; the provider is
+        // never reached (every state is unknown).
+        let g = &mut s.oauth.google;
+        g.client_id = "client-id".into();
+        g.client_secret = "client-secret".to_owned().into();
+        g.token_url = "http://127.0.0.1:9/token".into();
+    })
+    .await;
+    let admin = app.user_with_role("admin@example.com", "super_admin").await;
+    let user = app.user("u@example.com").await;
+    let cat = app
+        .post(
+            "/api/v1/categories",
+            Some(&admin.access),
+            json!({"name": "Plain"}),
+        )
+        .await
+        .data()["id"]
+        .as_i64()
+        .expect("id");
+    let plain = app.product(&admin.access, "Plain thing", "1.00", 5).await;
+
+    for (i, s) in NASTY.iter().enumerate() {
+        let clean = !s.contains('\u{0}');
+        let what = |field: &str| format!("{field} = {s:?}");
+
+        // Users: registration, login, search, update.
+        let r = app
+            .post(
+                "/api/v1/users",
+                None,
+                json!({"email": format!("{s}@example.com"), "password": "Passw0rd!x", "name": "Name"}),
+            )
+            .await;
+        // Some of these are valid local parts ("%", "_", "$1"); then the
+        // address is stored as given.
+        no_5xx(&what("email"), &r);
+        if r.status == StatusCode::CREATED {
+            assert_eq!(
+                r.data()["email"],
+                json!(format!("{s}@example.com").to_lowercase())
+            );
+        }
+        let email = format!("n{i}@example.com");
+        let r = app
+            .post(
+                "/api/v1/users",
+                None,
+                json!({"email": email, "password": format!("Passw0rd!{s}"), "name": format!("N {s}")}),
+            )
+            .await;
+        no_5xx(&what("name/password"), &r);
+        if clean {
+            assert_eq!(r.status, StatusCode::CREATED, "{}", what("name"));
+            assert_eq!(r.data()["name"], json!(format!("N {s}").trim()));
+            let r = app.login(&email, &format!("Passw0rd!{s}")).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", what("password"));
+        } else {
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", what("name"));
+        }
+        let r = app.login(s, s).await;
+        no_5xx(&what("login"), &r);
+        assert!(r.status.is_client_error());
+        for body in [
+            json!({"refresh_token": s}),
+            json!({"refresh_token": format!("{s}.{s}.{s}")}),
+        ] {
+            let r = app.post("/api/v1/auth/refresh", None, body.clone()).await;
+            no_5xx(&what("refresh_token"), &r);
+            assert!(r.status.is_client_error());
+            let r = app.post("/api/v1/auth/logout", Some(&user.access), body).await;
+            no_5xx(&what("logout refresh_token"), &r);
+        }
+        let r = app
+            .put(
+                &format!("/api/v1/users/{}", user.id),
+                Some(&user.access),
+                json!({"name": format!("U {s}"), "email": s, "current_password": s, "password": s}),
+            )
+            .await;
+        no_5xx(&what("user update"), &r);
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let r = app
+            .put(
+                &format!("/api/v1/users/{}/role", user.id),
+                Some(&admin.access),
+                json!({"role": s}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", what("role"));
+        let r = app
+            .client
+            .get(app.url("/api/v1/users"))
+            .query(&[("search", *s)])
+            .bearer_auth(&admin.access)
+            .send()
+            .await
+            .expect("send");
+        let r = crate::helpers::Res::from(r).await;
+        no_5xx(&what("users search"), &r);
+
+        // Catalog writes store the text verbatim.
+        let r = app
+            .post(
+                "/api/v1/categories",
+                Some(&admin.access),
+                json!({"name": format!("C{i} {s}"), "description": s}),
+            )
+            .await;
+        no_5xx(&what("category"), &r);
+        if clean {
+            assert_eq!(r.status, StatusCode::CREATED, "{}", what("category"));
+            assert_eq!(r.data()["name"], json!(format!("C{i} {s}")));
+            let id = r.data()["id"].as_i64().expect("id");
+            let r = app.get(&format!("/api/v1/categories/{id}"), None).await;
+            assert_eq!(r.data()["description"], json!(s.trim()));
+        }
+        let r = app
+            .post(
+                "/api/v1/products",
+                Some(&admin.access),
+                json!({"name": format!("P{i} {s}"), "description": s, "price": "2.00", "category_id": cat}),
+            )
+            .await;
+        no_5xx(&what("product"), &r);
+        if clean {
+            assert_eq!(r.status, StatusCode::CREATED, "{}", what("product"));
+            assert_eq!(r.data()["name"], json!(format!("P{i} {s}")));
+        }
+        for body in [
+            json!({"name": s}),
+            json!({"description": s}),
+            json!({"price": s}),
+            json!({"category_id": s}),
+            json!({"is_active": s}),
+        ] {
+            let r = app
+                .put(&format!("/api/v1/products/{plain}"), Some(&admin.access), body)
+                .await;
+            no_5xx(&what("product update"), &r);
+        }
+        let r = app
+            .post(
+                &format!("/api/v1/products/{plain}/stock"),
+                Some(&admin.access),
+                json!({"delta": s}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", what("delta"));
+        let r = app
+            .put(
+                &format!("/api/v1/categories/{cat}"),
+                Some(&admin.access),
+                json!({"name": s}),
+            )
+            .await;
+        no_5xx(&what("category update"), &r);
+
+        // Every query parameter of the public list, both versions.
+        for version in ["v1", "v2"] {
+            for param in [
+                "search",
+                "sort",
+                "category_id",
+                "min_price",
+                "max_price",
+                "in_stock",
+                "cursor",
+                "page",
+                "limit",
+            ] {
+                let r = app
+                    .client
+                    .get(app.url(&format!("/api/{version}/products")))
+                    .query(&[(param, *s)])
+                    .send()
+                    .await
+                    .expect("send");
+                let r = crate::helpers::Res::from(r).await;
+                no_5xx(&what(&format!("{version} products ?{param}")), &r);
+                let unused = (version, param) == ("v1", "cursor") || (version, param) == ("v2", "page");
+                if param != "search" && !unused {
+                    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", what(param));
+                }
+            }
+        }
+
+        // Orders: fields, filters and the Idempotency-Key.
+        let r = app
+            .post(
+                "/api/v1/orders",
+                Some(&user.access),
+                json!({"items": [{"product_id": s, "quantity": s}]}),
+            )
+            .await;
+        assert_eq!(
+            r.error_fields(),
+            ["items[0].product_id", "items[0].quantity"],
+            "{}",
+            what("items")
+        );
+        let r = app
+            .client
+            .post(app.url("/api/v1/orders"))
+            .bearer_auth(&user.access)
+            .header("idempotency-key", s.replace('\u{0}', " "))
+            .json(&json!({"items": [{"product_id": plain, "quantity": 1}]}))
+            .send()
+            .await
+            .expect("send");
+        let r = crate::helpers::Res::from(r).await;
+        no_5xx(&what("Idempotency-Key"), &r);
+        let r = app
+            .client
+            .get(app.url("/api/v1/orders"))
+            .query(&[("status", *s), ("user_id", *s)])
+            .bearer_auth(&admin.access)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{}", what("orders filter"));
+        let r = app
+            .patch(
+                "/api/v1/orders/1/status",
+                Some(&admin.access),
+                json!({"status": s}),
+            )
+            .await;
+        no_5xx(&what("status"), &r);
+        assert!(r.status.is_client_error());
+
+        // OAuth callback parameters.
+        let r = app
+            .client
+            .get(app.url("/auth/google/callback"))
+            .query(&[("code", *s), ("state", *s), ("error", *s)])
+            .send()
+            .await
+            .expect("send");
+        assert!(
+            r.status().is_redirection() || r.status().is_client_error(),
+            "{}: {}",
+            what("oauth"),
+            r.status()
+        );
+    }
+
+    // LIKE metacharacters match literally: "%" finds only names containing "%".
+    let r = app.get("/api/v1/products?search=%25&limit=100", None).await;
+    let names: Vec<&str> = r.data()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(!names.is_empty());
+    assert!(names.iter().all(|n| n.contains('%')), "{names:?}");
+    let r = app
+        .get("/api/v1/users?search=_&limit=100", Some(&admin.access))
+        .await;
+    let users = r.data()["items"].as_array().expect("items");
+    assert!(!users.is_empty());
+    for u in users {
+        let text = format!("{} {}", u["name"], u["email"]);
+        assert!(text.contains('_'), "{text}");
+    }
+    healthy(&app).await;
+}
+
+#[actix_web::test]
+async fn overflowing_and_malformed_ids_are_400_everywhere() {
+    let app = spawn_app().await;
+    let admin = app
+        .user_with_role("admin@example.com", "super_admin")
+        .await
+        .access;
+    let product = app.product(&admin, "Thing", "1.00", 2_000_000_000).await;
+    for id in [
+        "99999999999999999999",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "1e3",
+        "0x10",
+        "%FF",
+        "1%00",
+        "abc",
+    ] {
+        for (method, path, body) in [
+            (reqwest::Method::GET, format!("/api/v1/users/{id}"), None),
+            (
+                reqwest::Method::PUT,
+                format!("/api/v1/users/{id}"),
+                Some(json!({"name": "Xy"})),
+            ),
+            (
+                reqwest::Method::PUT,
+                format!("/api/v1/users/{id}/role"),
+                Some(json!({"role": "admin"})),
+            ),
+            (reqwest::Method::DELETE, format!("/api/v1/users/{id}"), None),
+            (reqwest::Method::GET, format!("/api/v1/categories/{id}"), None),
+            (
+                reqwest::Method::PUT,
+                format!("/api/v1/categories/{id}"),
+                Some(json!({"name": "Xy"})),
+            ),
+            (reqwest::Method::DELETE, format!("/api/v1/categories/{id}"), None),
+            (reqwest::Method::GET, format!("/api/v1/products/{id}"), None),
+            (reqwest::Method::GET, format!("/api/v2/products/{id}"), None),
+            (
+                reqwest::Method::PUT,
+                format!("/api/v1/products/{id}"),
+                Some(json!({"name": "Xy"})),
+            ),
+            (reqwest::Method::DELETE, format!("/api/v1/products/{id}"), None),
+            (
+                reqwest::Method::POST,
+                format!("/api/v1/products/{id}/stock"),
+                Some(json!({"delta": 1})),
+            ),
+            (reqwest::Method::GET, format!("/api/v1/orders/{id}"), None),
+            (reqwest::Method::POST, format!("/api/v1/orders/{id}/cancel"), None),
+            (
+                reqwest::Method::PATCH,
+                format!("/api/v1/orders/{id}/status"),
+                Some(json!({"status": "paid"})),
+            ),
+        ] {
+            let r = app.request(method.clone(), &path, Some(&admin), body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {path}: {}", r.text);
+            assert_eq!(r.error_fields(), ["id"], "{method} {path}");
+        }
+        for query in ["limit", "page", "category_id", "user_id"] {
+            let path = if query == "user_id" { "orders" } else { "products" };
+            let r = app
+                .get(&format!("/api/v1/{path}?{query}={id}"), Some(&admin))
+                .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "?{query}={id}: {}", r.text);
+        }
+    }
+    // Numbers in bodies that do not fit.
+    for body in [
+        json!({"name": "Big", "price": "1e400"}),
+        json!({"name": "Big", "price": "99999999999999999999999.00"}),
+        json!({"name": "Big", "price": 1e308}),
+        json!({"name": "Big", "price": "1.00", "stock_quantity": 9_223_372_036_854_775_807_i64}),
+        json!({"name": "Big", "price": "1.00", "stock_quantity": 2_147_483_648_i64}),
+        json!({"name": "Big", "price": "1.00", "category_id": 9_223_372_036_854_775_807_i64}),
+    ] {
+        let r = app.post("/api/v1/products", Some(&admin), body.clone()).await;
+        no_5xx(&body.to_string(), &r);
+        assert!(r.status.is_client_error(), "{body}: {}", r.status);
+    }
+    let raw_big = r#"{"name": "Big", "price": "1.00", "stock_quantity": 99999999999999999999999}"#;
+    let r = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(raw_big)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A stock delta that would overflow the column is refused, not a 500.
+    for delta in [i64::from(i32::MAX), i64::MAX, i64::MIN] {
+        let r = app
+            .post(
+                &format!("/api/v1/products/{product}/stock"),
+                Some(&admin),
+                json!({"delta": delta}),
+            )
+            .await;
+        no_5xx(&format!("delta {delta}"), &r);
+        assert!(r.status.is_client_error(), "delta {delta}: {}", r.status);
+    }
+    assert_eq!(app.stock_of(product), 2_000_000_000);
+    healthy(&app).await;
+}
+
+#[actix_web::test]
+async fn huge_bodies_nesting_item_arrays_and_invalid_utf8_are_4xx() {
+    let app = spawn_app().await;
+    let user = app.user("u@example.com").await.access;
+    let url = app.url("/api/v1/orders");
+    let send = |body: Vec<u8>| {
+        app.client
+            .post(&url)
+            .bearer_auth(&user)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Over the default 10 MiB limit.
+    let big = format!("{{\"items\": [], \"pad\": \"{}\"}}", "x".repeat(11 << 20));
+    let r = send(big.into_bytes()).await.expect("send");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A Content-Length far beyond the limit is refused before any body arrives.
+    let status = raw(
+        &app,
+        format!(
+            "POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100000000000\r\nConnection: close\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    // 200,000 lines, inside the size limit.
+    let items: Vec<Value> = (1..=200_000)
+        .map(|i| json!({"product_id": i, "quantity": 1}))
+        .collect();
+    let r = send(serde_json::to_vec(&json!({ "items": items })).expect("json"))
+        .await
+        .expect("send");
+    let r = crate::helpers::Res::from(r).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_fields(), ["items"]);
+    // Nesting: arrays, objects, and nesting inside an item.
+    for deep in [
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000)),
+        format!(
+            "{{\"items\": [{{\"product_id\": {}1{}, \"quantity\": 1}}]}}",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        ),
+    ] {
+        let r = send(deep.into_bytes()).await.expect("send");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    // Invalid UTF-8 in the body, in a path and in a header.
+    for body in [
+        b"{\"items\": [{\"product_id\": 1, \"quantity\": 1}], \"x\": \"\xff\xfe\"}".to_vec(),
+        b"\xef\xbb\xbf{\"items\": []}".to_vec(),
+        b"{\"items\xc3\x28\": []}".to_vec(),
+    ] {
+        let r = send(body).await.expect("send");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    let r = app
+        .client
+        .post(app.url("/api/v1/users"))
+        .header("content-type", "application/json")
+        .body(b"{\"email\": \"a@b.co\", \"password\": \"Passw0rd!\", \"name\": \"\xc0\xaf\"}".to_vec())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let mut request =
+        format!("POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user}\r\n").into_bytes();
+    request.extend_from_slice(b"Idempotency-Key: k\xff\r\nContent-Type: application/json\r\n");
+    request.extend_from_slice(b"Content-Length: 2\r\nConnection: close\r\n\r\n{}");
+    let status = raw(&app, &request).await;
+    assert_eq!(status, 400);
+    let status = raw(
+        &app,
+        b"GET /api/v1/products/\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    healthy(&app).await;
+}
+
+#[actix_web::test]
+async fn control_characters_in_headers_and_very_long_tokens_are_4xx() {
+    let app = spawn_app().await;
+    let user = app.user("u@example.com").await.access;
+    let order = |extra: &str| {
+        format!(
+            "POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user}\r\n{extra}\
+             Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    for extra in [
+        "Idempotency-Key: abc\rX-Injected: 1\r\n",
+        "Idempotency-Key: abc\r\n X-Injected: 1\r\n",
+        "Idempotency-Key: abc\u{1}def\r\n",
+        "Idempotency-Key: abc\u{7f}\r\n",
+        "X-Request-Id: abc\rdef\r\n",
+        "X-Forwarded-For: 1.2.3.4\r\n\tSet-Cookie: x=1\r\n",
+        "Idempotency-Key: abc\ndef\r\n",
+    ] {
+        let status = raw(&app, order(extra).as_bytes()).await;
+        assert_eq!(status, 400, "{extra:?}");
+    }
+    // An empty line ends the head early: what follows is body, without a
+    // Content-Type.
+    let status = raw(&app, order("\r\nX-Injected: 1\r\n").as_bytes()).await;
+    assert_eq!(status, 415);
+    // A tab is legal HTTP but not a valid key: the envelope names the header.
+    let r = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .bearer_auth(&user)
+        .header("idempotency-key", "abc\tdef")
+        .json(&json!({"items": [{"product_id": 1, "quantity": 1}]}))
+        .send()
+        .await
+        .expect("send");
+    let r = crate::helpers::Res::from(r).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_fields(), ["Idempotency-Key"]);
+    let r = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .bearer_auth(&user)
+        .header("idempotency-key", "k".repeat(256))
+        .json(&json!({"items": [{"product_id": 1, "quantity": 1}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // CR/LF smuggled through percent-encoding stays data: no header appears.
+    let r = app
+        .client
+        .get(app.url("/api/v1/products?search=%0d%0aSet-Cookie:%20x=1"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("set-cookie").is_none());
+
+    // Very long tokens: a 4 KiB and a 16 KiB bearer token are 401s; past the
+    // header limit the request is refused with 431 before any work is done.
+    for len in [4 << 10, 16 << 10] {
+        let r = app.get("/api/v1/auth/me", Some(&"a".repeat(len))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{len}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        let r = app
+            .get(
+                "/api/v1/auth/me",
+                Some(&format!("{}.{}.{}", "e".repeat(len), "e".repeat(len), "e")),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{len} three parts");
+    }
+    let r = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": "r".repeat(1 << 20)}),
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    let r = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "u@example.com", "password": "p".repeat(1 << 20)}),
+        )
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    // Past the head limit: a 1 MiB token, thousands of headers, a 1 MiB URL.
+    let status = raw(
+        &app,
+        format!(
+            "GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(1 << 20)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 431);
+    let many: String = (0..2000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let status = raw(&app, order(&many).as_bytes()).await;
+    assert_eq!(status, 431);
+    let url = format!(
+        "GET /api/v1/products?search={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let status = raw(&app, url.as_bytes()).await;
+    assert_eq!(status, 431);
+    healthy(&app).await;
+}
