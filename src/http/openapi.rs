@@ -223,6 +223,12 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .flatten()
 }
 
+fn drop_parameter(op: &mut Operation, name: &str) {
+    if let Some(params) = &mut op.parameters {
+        params.retain(|p| p.name != name);
+    }
+}
+
 /// The whole document.
 pub fn spec() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
@@ -247,16 +253,23 @@ pub fn spec() -> utoipa::openapi::OpenApi {
         .filter(|(p, _)| p.starts_with("/api/v1/"))
         .map(|(p, i)| (p.clone(), i.clone()))
         .collect();
-    for (path, item) in v1 {
+    for (path, mut item) in v1 {
         for (prefix, suffix) in [("/api/v2/", "_v2"), ("/api/", "_latest")] {
             let mut copy = item.clone();
             for op in operations(&mut copy) {
                 if let Some(id) = &mut op.operation_id {
                     id.push_str(suffix);
                 }
+                // Keyset pages: `page` means nothing there.
+                drop_parameter(op, "page");
             }
             doc.paths.paths.insert(path.replacen("/api/v1/", prefix, 1), copy);
         }
+        // Offset pages: `cursor` means nothing under v1.
+        for op in operations(&mut item) {
+            drop_parameter(op, "cursor");
+        }
+        doc.paths.paths.insert(path, item);
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         if path.starts_with("/api/") {

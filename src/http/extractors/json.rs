@@ -62,6 +62,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(AppError::BadRequest("Request body is not valid UTF-8".into()));
     }
+    // Every body is an object; serde would also read a struct from an array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AppError::BadRequest("Request body must be a JSON object".into()));
+    }
     if too_deep(bytes) {
         return Err(AppError::BadRequest(format!(
             "JSON nesting deeper than {MAX_DEPTH} levels"

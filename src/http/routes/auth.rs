@@ -20,9 +20,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
-    #[schema(required = true, example = "ada@example.com")]
+    #[schema(value_type = String, required = true, example = "ada@example.com", pattern = r"\S")]
     email: Option<String>,
-    #[schema(required = true, example = "Passw0rd!")]
+    #[schema(value_type = String, required = true, example = "Passw0rd!", min_length = 1, pattern = r"\S")]
     password: Option<String>,
 }
 
@@ -52,7 +52,7 @@ fn bounded_password(s: &str) -> Result<String, &'static str> {
     tag = "auth",
     summary = "Log in",
     request_body = LoginBody,
-    responses((status = 200, description = "Log in", body = crate::http::openapi::ApiResponse<crate::actors::user::TokenPair>))
+    responses((status = 200, description = "Log in", body = crate::http::openapi::ApiResponse<crate::actors::user::TokenPair>), (status = 401, description = "Wrong email or password, or the account is deactivated", body = crate::http::openapi::ErrorResponse))
 )]
 pub async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> Result<HttpResponse, AppError> {
     let body = body.0;
@@ -69,7 +69,7 @@ pub async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> Res
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct RefreshBody {
-    #[schema(required = true)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 512, pattern = r"\S")]
     refresh_token: Option<String>,
 }
 

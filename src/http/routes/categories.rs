@@ -33,11 +33,17 @@ pub fn parse_description(s: &str) -> Result<String, String> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CategoryBody {
-    #[schema(example = "Books")]
+    /// 1..100 characters; required on create.
+    #[schema(
+        example = "Books",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
     /// `null` clears it on update.
     #[serde(default, deserialize_with = "crate::http::validate::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 5000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     description: Option<Option<String>>,
 }
 
@@ -46,7 +52,7 @@ pub struct CategoryBody {
     path = "/api/v1/categories",
     tag = "categories",
     summary = "List categories",
-    params(("page" = Option<i64>, Query, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page")),
+    params(("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page (opaque; anything else is 400)")),
     responses((status = 200, description = "List categories", body = crate::http::openapi::ApiResponse<crate::http::openapi::ListPage<crate::models::category::Category>>))
 )]
 pub async fn list(

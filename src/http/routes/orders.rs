@@ -39,6 +39,7 @@ pub const MAX_LINES: usize = 100;
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct OrderLine {
+    #[schema(minimum = 1)]
     product_id: i64,
     /// 1..1000
     #[schema(minimum = 1, maximum = 1000)]
@@ -48,7 +49,7 @@ pub struct OrderLine {
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct PlaceBody {
     /// 1..100 lines; lines of one product are summed.
-    #[schema(value_type = Vec<OrderLine>, required = true)]
+    #[schema(value_type = Vec<OrderLine>, required = true, min_items = 1, max_items = 100)]
     items: Option<Value>,
 }
 
@@ -150,7 +151,7 @@ fn request_hash(lines: &[Line]) -> Vec<u8> {
     path = "/api/v1/orders",
     tag = "orders",
     summary = "Place an order",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1..255 visible ASCII characters; replays the first response for 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7e]{1,255}$", description = "1..255 visible ASCII characters; replays the first response for 24 h")),
     request_body = PlaceBody,
     responses((status = 201, description = "Place an order", body = crate::http::openapi::ApiResponse<crate::models::order::OrderView>), (status = 409, description = "Insufficient stock (errors name each short line), or the same Idempotency-Key is still in flight", body = crate::http::openapi::ErrorResponse), (status = 422, description = "Unknown or inactive product, or Idempotency-Key reused with a different body", body = crate::http::openapi::ErrorResponse)),
     security(("bearer_auth" = []))
@@ -216,7 +217,7 @@ pub struct ListQuery {
     path = "/api/v1/orders",
     tag = "orders",
     summary = "List orders (own; admins all)",
-    params(("user_id" = Option<i64>, Query, description = "Admins only"), ("status" = Option<String>, Query), ("page" = Option<i64>, Query, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page")),
+    params(("user_id" = Option<i64>, Query, description = "Admins only"), ("status" = Option<String>, Query, pattern = "^(pending|paid|shipped|delivered|cancelled)$", description = "pending, paid, shipped, delivered or cancelled"), ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page (opaque; anything else is 400)")),
     responses((status = 200, description = "List orders (own; admins all)", body = crate::http::openapi::ApiResponse<crate::http::openapi::ListPage<crate::models::order::OrderView>>)),
     security(("bearer_auth" = []))
 )]
@@ -297,7 +298,7 @@ pub async fn cancel(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct StatusBody {
-    #[schema(required = true, example = "paid")]
+    #[schema(value_type = String, required = true, example = "paid", pattern = "^(pending|paid|shipped|delivered|cancelled)$")]
     status: Option<String>,
 }
 

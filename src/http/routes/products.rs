@@ -63,7 +63,7 @@ pub struct ListQuery {
     path = "/api/v1/products",
     tag = "products",
     summary = "List products",
-    params(("search" = Option<String>, Query, description = "Case-insensitive substring of name or description"), ("category_id" = Option<i64>, Query), ("min_price" = Option<String>, Query), ("max_price" = Option<String>, Query), ("in_stock" = Option<bool>, Query), ("sort" = Option<String>, Query, description = "-created_at (default), created_at, price, -price, name"), ("page" = Option<i64>, Query, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page")),
+    params(("search" = Option<String>, Query, max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", description = "Case-insensitive substring of name or description; at most 100 characters, no control characters"), ("category_id" = Option<i64>, Query), ("min_price" = Option<String>, Query, pattern = r"^([1-9][0-9]{0,7}(\.[0-9]{1,2})?|0\.(0[1-9]|[1-9][0-9]?))$", description = "Decimal > 0, at most two decimal places"), ("max_price" = Option<String>, Query, pattern = r"^([1-9][0-9]{0,7}(\.[0-9]{1,2})?|0\.(0[1-9]|[1-9][0-9]?))$", description = "Decimal > 0, at most two decimal places"), ("in_stock" = Option<bool>, Query), ("sort" = Option<String>, Query, pattern = "^(-created_at|created_at|price|-price|name)$", description = "-created_at (default), created_at, price, -price, name"), ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page (opaque; anything else is 400)")),
     responses((status = 200, description = "List products", body = crate::http::openapi::ApiResponse<crate::http::openapi::ListPage<crate::models::product::Product>>)),
     security((), ("bearer_auth" = []))
 )]
@@ -141,15 +141,20 @@ pub async fn get(
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ProductCreateBody)]
 pub struct CreateBody {
-    #[schema(required = true, example = "Desk lamp")]
+    /// 1..255 characters, no control characters.
+    #[schema(value_type = String, required = true, example = "Desk lamp", min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     name: Option<String>,
+    /// Up to 5000 characters.
+    #[schema(max_length = 5000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     description: Option<String>,
-    /// A string or a number, > 0, at most two decimals.
-    #[schema(value_type = String, required = true, example = "19.99")]
+    /// A string or a number, > 0, at most two decimals, at most 99999999.99.
+    #[schema(value_type = String, required = true, example = "19.99", pattern = r"^([1-9][0-9]{0,7}(\.[0-9]{1,2})?|0\.(0[1-9]|[1-9][0-9]?))$")]
     price: Option<Value>,
     #[schema(value_type = Option<i32>, minimum = 0)]
     stock_quantity: Option<Value>,
+    /// An existing category.
     #[schema(value_type = Option<i64>)]
     category_id: Option<Value>,
 }
@@ -197,12 +202,18 @@ pub async fn create(
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ProductUpdateBody)]
 pub struct UpdateBody {
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 5000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     description: Option<Option<String>>,
-    #[schema(value_type = Option<String>, example = "19.99")]
+    #[schema(value_type = Option<String>, example = "19.99", pattern = r"^([1-9][0-9]{0,7}(\.[0-9]{1,2})?|0\.(0[1-9]|[1-9][0-9]?))$")]
     price: Option<Value>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<i64>)]

@@ -27,12 +27,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
-    #[schema(required = true, example = "ada@example.com")]
+    #[schema(value_type = String, required = true, example = "ada@example.com", format = Email)]
     email: Option<String>,
     /// 8..128 characters with a lowercase letter, an uppercase letter and a digit.
-    #[schema(required = true, example = "Passw0rd!", min_length = 8, max_length = 128)]
+    #[schema(value_type = String, required = true, example = "Passw0rd!", min_length = 8, max_length = 128)]
     password: Option<String>,
-    #[schema(required = true, example = "Ada", min_length = 2, max_length = 50)]
+    #[schema(value_type = String, required = true, example = "Ada", min_length = 2, max_length = 50)]
     name: Option<String>,
 }
 
@@ -78,7 +78,7 @@ pub struct ListQuery {
     path = "/api/v1/users",
     tag = "users",
     summary = "List users (admin)",
-    params(("search" = Option<String>, Query, description = "Case-insensitive substring of name or email"), ("page" = Option<i64>, Query, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page")),
+    params(("search" = Option<String>, Query, max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", description = "Case-insensitive substring of name or email; at most 100 characters, no control characters"), ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "v1: page number, from 1"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1..100, default 10"), ("cursor" = Option<String>, Query, description = "v2: next_cursor of the previous page (opaque; anything else is 400)")),
     responses((status = 200, description = "List users (admin)", body = crate::http::openapi::ApiResponse<crate::http::openapi::ListPage<crate::models::user::UserView>>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse)),
     security(("bearer_auth" = []))
 )]
@@ -120,10 +120,16 @@ pub async fn get(
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = UserUpdateBody)]
 pub struct UpdateBody {
+    #[schema(min_length = 2, max_length = 50)]
     name: Option<String>,
+    #[schema(format = Email)]
     email: Option<String>,
+    /// 8..128 characters with a lowercase letter, an uppercase letter and a digit.
+    #[schema(min_length = 8, max_length = 128)]
     password: Option<String>,
+    /// Required when changing one's own email or password.
     current_password: Option<String>,
 }
 
@@ -165,7 +171,7 @@ pub async fn update(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct RoleBody {
-    #[schema(required = true, example = "admin")]
+    #[schema(value_type = String, required = true, example = "admin", pattern = "^(user|admin|super_admin)$")]
     role: Option<String>,
 }
 
