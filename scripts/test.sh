@@ -41,3 +41,19 @@ export STOREFRONT_TEST_REDIS="${STOREFRONT_TEST_REDIS:-redis://127.0.0.1:6379}"
 
 echo "==> cargo test (Postgres: ${STOREFRONT_TEST_PG%%@*}@..., Redis: $STOREFRONT_TEST_REDIS)" >&2
 cargo test --all-targets "$@"
+
+# Then, alone (it restarts the Postgres server every other test uses), the
+# test that the service rides out a real database restart under load. It runs
+# for the local Debian cluster when root, or with STOREFRONT_PG_RESTART set to
+# the command that restarts your server; only for a full run.
+if [ $# -eq 0 ] && [ -z "${STOREFRONT_PG_RESTART:-}" ] && as_root && command -v pg_ctlcluster >/dev/null &&
+  [ -n "$(ls /etc/postgresql 2>/dev/null)" ] && [[ "$STOREFRONT_TEST_PG" == *@127.0.0.1:5432* || "$STOREFRONT_TEST_PG" == *@localhost:5432* ]]; then
+  export STOREFRONT_PG_RESTART="pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | sort -V | tail -n 1) main restart -m fast"
+fi
+if [ $# -eq 0 ] && [ -n "${STOREFRONT_PG_RESTART:-}" ]; then
+  echo "==> Postgres restart under load (alone): $STOREFRONT_PG_RESTART" >&2
+  cargo test --test api -- --ignored --exact reliability::the_server_recovers_after_a_postgres_restart_under_load
+  wait_port 5432
+elif [ $# -eq 0 ]; then
+  echo "note: skipped the Postgres-restart test (needs root and the local Debian cluster, or STOREFRONT_PG_RESTART)" >&2
+fi
