@@ -146,6 +146,7 @@ async fn create_admin(settings: Settings, email: &str, name: &str, role: &str) -
             &url,
             1,
             Duration::from_millis(settings.database.acquire_timeout_ms),
+            None,
         ),
         PasswordHasher::new(1),
         Arc::new(JwtKeys::new(

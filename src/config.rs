@@ -104,6 +104,7 @@ pub struct InventorySettings {
     pub max_batch: usize,
     pub max_wait_us: u64,
     pub max_queue: usize,
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -97,8 +97,8 @@ impl Application {
         // A pool for `name`, reported on /metrics.
         let pool = {
             let (url, metrics) = (db_url.clone(), metrics.clone());
-            move |name: &'static str, size: u32| {
-                let pool = build_pool(&url, size, acquire);
+            move |name: &'static str, size: u32, setup: Option<&'static str>| {
+                let pool = build_pool(&url, size, acquire, setup);
                 metrics.register_pool(name, pool.clone());
                 pool
             }
@@ -120,7 +120,8 @@ impl Application {
             let refresh_ttl = Duration::from_secs(settings.auth.refresh_ttl_secs);
             let size = pools.user.max_size;
             Supervisor::start_in_arbiter(&user_arbiter.handle(), move |_| {
-                UserActor::new(pool("user", size), hasher, jwt, cursors, refresh_ttl).with_oauth(provider)
+                UserActor::new(pool("user", size, None), hasher, jwt, cursors, refresh_ttl)
+                    .with_oauth(provider)
             })
         };
 
@@ -153,11 +154,11 @@ impl Application {
         let catalog_writer = {
             let (cache, pool, size) = (cache.clone(), pool.clone(), pools.catalog.max_size);
             Supervisor::start_in_arbiter(&catalog_arbiter.handle(), move |_| {
-                CatalogActor::new(pool("catalog", size), cache)
+                CatalogActor::new(pool("catalog", size, None), cache)
             })
         };
         let catalog = CatalogReader::new(
-            pool("reads", pools.reads.max_size),
+            pool("reads", pools.reads.max_size, None),
             cursors.clone(),
             cache.clone(),
         );
@@ -170,7 +171,12 @@ impl Application {
                 (settings.inventory.clone(), cache.clone(), metrics.clone());
             let (pool, size) = (pool.clone(), pools.inventory.max_size);
             Supervisor::start_in_arbiter(&inventory_arbiter.handle(), move |_| {
-                InventoryActor::new(pool("inventory", size), cache, inventory_settings, metrics)
+                InventoryActor::new(
+                    pool("inventory", size, Some(crate::actors::inventory::SESSION_SETUP)),
+                    cache,
+                    inventory_settings,
+                    metrics,
+                )
             })
         };
 
@@ -180,7 +186,7 @@ impl Application {
                 (inventory.clone(), cursors.clone(), settings.orders.clone());
             let size = pools.order.max_size;
             Supervisor::start_in_arbiter(&order_arbiter.handle(), move |_| {
-                OrderActor::new(pool("order", size), inventory, cursors, order_settings)
+                OrderActor::new(pool("order", size, None), inventory, cursors, order_settings)
             })
         };
 

@@ -24,6 +24,29 @@ fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// A random (v4) UUID from a per-thread generator seeded once from the OS:
+/// request ids need to be unique, not secret, and `Uuid::new_v4` costs a
+/// `getrandom` system call per request.
+fn new_id() -> uuid::Uuid {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
+    }
+    // splitmix64, twice for 128 bits.
+    let next = || {
+        STATE.with(|s| {
+            let x = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            s.set(x);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    };
+    let bytes = (u128::from(next()) << 64 | u128::from(next())).to_be_bytes();
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -34,7 +57,7 @@ pub async fn middleware(
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_valid(v))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| new_id().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let value = HeaderValue::from_str(&id).ok();
     let mut res = next.call(req).await?;
@@ -53,5 +76,15 @@ mod tests {
         assert!(!super::is_valid("a b"));
         assert!(!super::is_valid("a\r\nb"));
         assert!(!super::is_valid(&"a".repeat(129)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_ids_are_distinct_v4_uuids() {
+        let ids: std::collections::HashSet<uuid::Uuid> = (0..10_000).map(|_| super::new_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| id.get_version_num() == 4));
     }
 }

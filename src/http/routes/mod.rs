@@ -43,13 +43,15 @@ pub mod orders;
 pub mod products;
 pub mod users;
 
-/// Every `/api` resource, registered once per version prefix.
+/// Every `/api` resource, registered once per version prefix. The router
+/// tries resources in this order and every `{id}` pattern before a match
+/// costs a regex run, so the hot ones (orders, products) come first.
 fn api(cfg: &mut web::ServiceConfig, prefix: &str) {
-    auth::configure(cfg, prefix);
-    users::configure(cfg, prefix);
-    categories::configure(cfg, prefix);
-    products::configure(cfg, prefix);
     orders::configure(cfg, prefix);
+    products::configure(cfg, prefix);
+    auth::configure(cfg, prefix);
+    categories::configure(cfg, prefix);
+    users::configure(cfg, prefix);
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
