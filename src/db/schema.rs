@@ -67,6 +67,7 @@ diesel::table! {
         is_active -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        search_text -> Nullable<Text>,
     }
 }
 

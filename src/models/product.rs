@@ -93,9 +93,10 @@ pub async fn update(
         .optional()
 }
 
-/// The text the trigram index covers; search filters on exactly this
-/// expression so the planner can use `products_search_trgm_idx`.
-pub const SEARCH_EXPR: &str = "(products.name || ' ' || coalesce(products.description, ''))";
+/// The column the trigram index covers (`lower(name || ' ' || description)`,
+/// generated); search filters with `SEARCH_EXPR LIKE lower(pattern)` so the
+/// planner can use `products_search_text_trgm_idx`.
+pub const SEARCH_EXPR: &str = "products.search_text";
 
 /// `sort` values of the products listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,8 +167,9 @@ fn filtered(f: &ProductFilter) -> Boxed<'static> {
     if let Some(term) = &f.search {
         q = q.filter(
             diesel::dsl::sql::<Bool>(SEARCH_EXPR)
-                .sql(" ILIKE ")
-                .bind::<Text, _>(super::user::like_pattern(term)),
+                .sql(" LIKE lower(")
+                .bind::<Text, _>(super::user::like_pattern(term))
+                .sql(")"),
         );
     }
     if let Some(c) = f.category_id {

@@ -77,10 +77,7 @@ mod tests {
         assert!(!super::is_valid("a\r\nb"));
         assert!(!super::is_valid(&"a".repeat(129)));
     }
-}
 
-#[cfg(test)]
-mod tests {
     #[test]
     fn generated_ids_are_distinct_v4_uuids() {
         let ids: std::collections::HashSet<uuid::Uuid> = (0..10_000).map(|_| super::new_id()).collect();
