@@ -196,6 +196,11 @@ pub async fn run(url: &str, products: i64, if_empty: bool) -> anyhow::Result<See
         done += n;
         tracing::info!(done, products, "seeded products");
     }
+    // Merge the search index's pending list now rather than in the first
+    // searches (see migration 000006).
+    sql_query("SELECT gin_clean_pending_list('products_search_text_trgm_idx')")
+        .execute(&mut conn)
+        .await?;
     // Only what the seed filled: see `migrate::run_pending` on empty tables.
     sql_query("ANALYZE users, categories, products")
         .execute(&mut conn)

@@ -158,7 +158,11 @@ impl Application {
             })
         };
         let catalog = CatalogReader::new(
-            pool("reads", pools.reads.max_size, None),
+            pool(
+                "reads",
+                pools.reads.max_size,
+                Some(crate::actors::catalog::READS_SESSION_SETUP),
+            ),
             cursors.clone(),
             cache.clone(),
         );

@@ -464,11 +464,24 @@ async fn search_uses_the_trigram_index() {
          FROM generate_series(1, 100000) g",
     );
     app.db.execute("ANALYZE products");
-    // The exact expression and operator the listing uses.
-    let plan = app.db.explain(&format!(
-        "SELECT id FROM products WHERE is_active AND {} LIKE lower('%ABC1%') ORDER BY created_at DESC, id DESC LIMIT 10",
+    // The exact expression and operator the listing uses, planned with the
+    // settings of the server's catalog-read connections.
+    let setup = storefront::actors::catalog::READS_SESSION_SETUP;
+    let filter = format!(
+        "is_active AND {} LIKE lower('%ABC1%')",
         storefront::models::product::SEARCH_EXPR
-    ));
-    assert!(plan.contains("products_search_text_trgm_idx"), "{plan}");
-    assert!(!plan.contains("Seq Scan"), "{plan}");
+    );
+    // The total: every match is counted, so it must come from the index.
+    let count = app
+        .db
+        .explain(setup, &format!("SELECT count(*) FROM products WHERE {filter}"));
+    assert!(count.contains("products_search_text_trgm_idx"), "{count}");
+    assert!(!count.contains("Seq Scan"), "{count}");
+    // The page: the index, or a walk down created_at that stops after 10
+    // matches; never a whole-table scan.
+    let page = app.db.explain(
+        setup,
+        &format!("SELECT id FROM products WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT 10"),
+    );
+    assert!(!page.contains("Seq Scan"), "{page}");
 }

@@ -14,7 +14,7 @@ use std::{
     },
 };
 
-use diesel::{sql_query, Connection, QueryableByName, RunQueryDsl};
+use diesel::{connection::SimpleConnection, sql_query, Connection, QueryableByName, RunQueryDsl};
 use diesel_async::{async_connection_wrapper::AsyncConnectionWrapper, AsyncPgConnection};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -115,15 +115,19 @@ impl TestDb {
     }
 
     /// The plan Postgres chooses for `sql`.
-    pub fn explain(&self, sql: &str) -> String {
+    /// `EXPLAIN sql` on a connection set up with `session_setup` (the same
+    /// settings the server's pool gives its connections).
+    pub fn explain(&self, session_setup: &str, sql: &str) -> String {
         #[derive(QueryableByName)]
         struct Line {
             #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
             line: String,
         }
         let (url, sql) = (self.url.clone(), format!("EXPLAIN {sql}"));
+        let setup = session_setup.to_owned();
         blocking(move || {
             let mut conn = SyncConn::establish(&url).expect("connect");
+            conn.batch_execute(&setup).expect("session setup");
             let rows: Vec<Line> = sql_query(sql).load(&mut conn).expect("explain");
             rows.into_iter().map(|r| r.line).collect::<Vec<_>>().join("\n")
         })
