@@ -26,7 +26,9 @@ use std::{
 
 use actix::prelude::*;
 use diesel::prelude::*;
-use diesel_async::{pooled_connection::bb8::PooledConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{
+    pooled_connection::bb8::PooledConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+};
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
@@ -396,7 +398,8 @@ async fn execute(
 
 /// One batch's transaction, driven by hand so that BEGIN travels with the
 /// locking statement and COMMIT with the writing one (pipelined: two round
-/// trips per batch). If it is dropped while open (a panic mid-batch), the
+/// trips per batch; BEGIN and COMMIT are cached prepared statements, see
+/// `sql::Commit`). If it is dropped while open (a panic mid-batch), the
 /// connection is rolled back before it can be reused.
 struct Tx {
     conn: Option<PooledConnection<'static, AsyncPgConnection>>,
@@ -412,7 +415,7 @@ impl Tx {
 
     async fn begin(&mut self) -> Result<(), AppError> {
         self.open = true;
-        diesel::sql_query("BEGIN").execute(self.conn()?).await?;
+        sql::Begin.execute(self.conn()?).await?;
         Ok(())
     }
 
@@ -421,11 +424,8 @@ impl Tx {
         self.open = true;
         let conn: &AsyncPgConnection = self.conn()?;
         let (mut a, mut b) = (conn, conn);
-        let (begun, rows) = futures_util::future::join(
-            diesel::sql_query("BEGIN").execute(&mut a),
-            lock.load::<sql::LockedRow>(&mut b),
-        )
-        .await;
+        let (begun, rows) =
+            futures_util::future::join(sql::Begin.execute(&mut a), lock.load::<sql::LockedRow>(&mut b)).await;
         begun?;
         Ok(rows?)
     }
@@ -436,7 +436,7 @@ impl Tx {
         let conn: &AsyncPgConnection = self.conn()?;
         let (mut a, mut b) = (conn, conn);
         let result = match write {
-            None => diesel::sql_query("COMMIT")
+            None => sql::Commit
                 .execute(&mut a)
                 .await
                 .map(drop)
@@ -444,7 +444,7 @@ impl Tx {
             Some(stmt) => {
                 let (written, committed) = futures_util::future::join(
                     stmt.get_result::<(i64, i64, i64, i64, i64)>(&mut a),
-                    diesel::sql_query("COMMIT").execute(&mut b),
+                    sql::Commit.execute(&mut b),
                 )
                 .await;
                 written
@@ -460,7 +460,7 @@ impl Tx {
 
     async fn rollback(&mut self) {
         if let Ok(conn) = self.conn() {
-            let _ = diesel::sql_query("ROLLBACK").execute(conn).await;
+            let _ = conn.batch_execute("ROLLBACK").await;
         }
         self.open = false;
     }
@@ -473,7 +473,7 @@ impl Drop for Tx {
         }
         if let Some(mut conn) = self.conn.take() {
             tokio::task::spawn_local(async move {
-                let _ = diesel::sql_query("ROLLBACK").execute(&mut *conn).await;
+                let _ = conn.batch_execute("ROLLBACK").await;
             });
         }
     }

@@ -149,3 +149,28 @@ impl QueryFragment<Pg> for WriteBatch {
 impl Query for WriteBatch {
     type SqlType = (BigInt, BigInt, BigInt, BigInt, BigInt);
 }
+
+/// `BEGIN` and `COMMIT` as cached prepared statements, pipelined with the
+/// batch's statements. Not `diesel::sql_query`: diesel never caches those, so
+/// each would wait for a Parse round trip first (COMMIT's inside the lock
+/// hold). Not `batch_execute` either: the simple protocol bypasses
+/// diesel-async's statement-cache lock, and that lock is what keeps
+/// statements issued together on one connection in their order: a COMMIT
+/// sent that way overtook a write that was still being prepared, and the
+/// write ran outside the transaction (caught by the oversell tests).
+macro_rules! control_statement {
+    ($name:ident, $sql:literal) => {
+        #[derive(QueryId)]
+        pub struct $name;
+
+        impl QueryFragment<Pg> for $name {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+                out.push_sql($sql);
+                Ok(())
+            }
+        }
+    };
+}
+
+control_statement!(Begin, "BEGIN");
+control_statement!(Commit, "COMMIT");
