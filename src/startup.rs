@@ -173,7 +173,10 @@ impl Application {
         let inventory = {
             let (inventory_settings, cache, metrics) =
                 (settings.inventory.clone(), cache.clone(), metrics.clone());
-            let (pool, size) = (pool.clone(), pools.inventory.max_size);
+            // At least one connection per locked batch in flight, plus the
+            // fast path's own, whatever the pool setting says.
+            let needed = inventory_settings.max_in_flight.max(1) + usize::from(inventory_settings.fast_path);
+            let (pool, size) = (pool.clone(), pools.inventory.max_size.max(needed as u32));
             Supervisor::start_in_arbiter(&inventory_arbiter.handle(), move |_| {
                 InventoryActor::new(
                     pool("inventory", size, Some(crate::actors::inventory::SESSION_SETUP)),

@@ -203,3 +203,69 @@ async fn a_panic_mid_batch_fails_its_requests_commits_nothing_and_the_actor_rest
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(app.stock_of(product), 9 - succeeded as i64);
 }
+
+/// After a locked batch the actor decides orders for the product from what
+/// it knows and writes them with one compare-and-set statement (the fast
+/// path). Whatever changed the row behind its back (another instance, an
+/// admin, SQL) must make that statement fail whole and the order be decided
+/// again on the locked row: never sold from stale stock, never at a stale
+/// price, never for a deactivated product.
+#[actix_web::test]
+async fn orders_see_stock_price_and_activity_changed_behind_the_actors_back() {
+    let app = spawn_app().await;
+    let admin = app.user_with_role("admin@example.com", "admin").await.access;
+    let product = app.product(&admin, "Hot item", "10.00", 10).await;
+    let users = app.bulk_users(6);
+    let set_stock = |n: i64| {
+        app.db.execute(&format!(
+            "UPDATE products SET stock_quantity = {n} WHERE id = {product}"
+        ))
+    };
+    // The first order locks and reads the row, the second is decided from
+    // what the actor knows.
+    for (_, token) in &users[..2] {
+        assert_eq!(order(&app, token, product, 1).await.status, StatusCode::CREATED);
+    }
+    assert_eq!(app.stock_of(product), 8);
+
+    // Sold out elsewhere: the actor still believes in 8 units.
+    set_stock(0);
+    let r = order(&app, &users[2].1, product, 1).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(app.stock_of(product), 0);
+    assert_eq!(app.count("SELECT count(*) FROM orders"), 2);
+
+    // Restocked elsewhere: the actor believes in 0 units.
+    set_stock(5);
+    assert_eq!(
+        order(&app, &users[3].1, product, 2).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(app.stock_of(product), 3);
+
+    // Repriced by an admin (through the CatalogActor, not this actor).
+    let path = format!("/api/v1/products/{product}");
+    assert_eq!(
+        app.put(&path, Some(&admin), json!({"price": "12.50"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = order(&app, &users[4].1, product, 1).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.data()["total_amount"], json!("12.50"));
+    assert_eq!(r.data()["items"][0]["unit_price"], json!("12.50"));
+    assert_eq!(app.stock_of(product), 2);
+
+    // Deactivated by an admin.
+    assert_eq!(
+        app.put(&path, Some(&admin), json!({"is_active": false}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = order(&app, &users[5].1, product, 1).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert_eq!(app.stock_of(product), 2);
+    assert_eq!(app.count("SELECT coalesce(sum(quantity), 0) FROM order_items"), 5);
+}

@@ -10,6 +10,12 @@
 //! one multi-row statement, commit once, then answer every waiting request.
 //! While a batch is in the database the mailbox keeps filling the next one.
 //!
+//! The fast path (`inventory.fast_path`): orders for products the actor
+//! knows from its last locked read are decided at once and written by one
+//! compare-and-set statement, pipelined on one connection; if any row
+//! changed behind the actor's back the statement writes nothing and the
+//! requests are decided again on the locking path (`run_fast`).
+//!
 //! A panic inside a batch is caught: its transaction is never committed, its
 //! requests get 503, and the actor stops so its Supervisor restarts it; the
 //! requests already queued for the next batch are kept.
@@ -20,11 +26,14 @@ mod sql;
 use std::{
     collections::{HashMap, VecDeque},
     panic::AssertUnwindSafe,
+    rc::Rc,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix::prelude::*;
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use diesel_async::{
     pooled_connection::bb8::PooledConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
@@ -74,7 +83,39 @@ pub struct InventoryActor {
     panic_next_batch: bool,
     /// `Flush` callers waiting for the queue to empty.
     flushed: Vec<oneshot::Sender<()>>,
+    /// A `run_batch` is due (after `max_wait_us`).
+    scheduled: bool,
+    /// The fast path's view of the products: the last locked read, minus
+    /// what batches decided since. Emptied on any doubt.
+    known: HashMap<i64, Locked>,
+    /// Sequence values fetched ahead for fast-path orders and items.
+    spare_orders: VecDeque<i64>,
+    spare_items: VecDeque<i64>,
+    /// The fast path's own connection: its batches run back to back on it.
+    fast: FastConn,
+    fast_in_flight: usize,
+    /// After a failed compare-and-set, the locking path only, until then.
+    fast_paused_until: Option<Instant>,
+    /// Requests of failed fast batches, in arrival order: they go back to
+    /// the head of the queue once no fast batch is in flight.
+    retry: Vec<(Op, Responder)>,
 }
+
+enum FastConn {
+    None,
+    Connecting,
+    Ready(Rc<PooledConnection<'static, AsyncPgConnection>>),
+}
+
+/// Fast batches in flight at once on the fast connection.
+const FAST_MAX_IN_FLIGHT: usize = 4;
+/// The locking path fetches this many spare order and item ids when fewer
+/// than `SPARE_LOW` are left.
+const SPARE_BATCH: i64 = 1024;
+const SPARE_LOW: usize = 256;
+/// How long the fast path stays off after a compare-and-set failed (another
+/// instance selling the same product would otherwise fail it again and again).
+const FAST_PAUSE: Duration = Duration::from_secs(1);
 
 impl InventoryActor {
     pub fn new(pool: DbPool, cache: Cache, settings: InventorySettings, metrics: Arc<Metrics>) -> Self {
@@ -88,6 +129,14 @@ impl InventoryActor {
             locking: false,
             panic_next_batch: false,
             flushed: Vec::new(),
+            scheduled: false,
+            known: HashMap::new(),
+            spare_orders: VecDeque::new(),
+            spare_items: VecDeque::new(),
+            fast: FastConn::None,
+            fast_in_flight: 0,
+            fast_paused_until: None,
+            retry: Vec::new(),
         }
     }
 
@@ -117,43 +166,63 @@ impl InventoryActor {
         self.metrics.orders_rejected.with_label_values(&[reason]).inc();
     }
 
-    /// Starts a batch soon when there is work, no batch is still waiting for
-    /// its locks, and fewer than `max_in_flight` are running. A batch that
-    /// gets its locks, or ends, schedules again.
+    /// Runs a batch soon (after `max_wait_us`, so that it has company) when
+    /// there is work; `run_batch` picks the path.
     ///
-    /// With two in flight, the second batch's BEGIN and locking statement are
-    /// already waiting in Postgres while the first writes and commits: the
-    /// row lock passes to it at the commit, without a round trip to the
-    /// actor in between.
+    /// Locking path: a batch starts when no batch is still waiting for its
+    /// locks and fewer than `max_in_flight` are running. With two in flight,
+    /// the second batch's BEGIN and locking statement are already waiting in
+    /// Postgres while the first writes and commits: the row lock passes to it
+    /// at the commit, without a round trip to the actor in between.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight == 0 && self.queue.is_empty() {
+        if self.in_flight == 0 && self.fast_in_flight == 0 && self.queue.is_empty() && self.retry.is_empty() {
             for tx in self.flushed.drain(..) {
                 let _ = tx.send(());
             }
         }
-        if self.locking || self.in_flight >= self.settings.max_in_flight.max(1) || self.queue.is_empty() {
+        if self.scheduled || self.queue.is_empty() || !self.retry.is_empty() {
             return;
         }
-        self.in_flight += 1;
-        self.locking = true;
+        self.connect_fast(ctx);
+        self.scheduled = true;
         ctx.run_later(Duration::from_micros(self.settings.max_wait_us), |act, ctx| {
+            act.scheduled = false;
             act.run_batch(ctx)
         });
     }
 
     fn run_batch(&mut self, ctx: &mut Context<Self>) {
-        if self.queue.is_empty() {
-            self.in_flight -= 1;
-            self.locking = false;
+        if self.queue.is_empty() || !self.retry.is_empty() {
             return self.schedule(ctx);
         }
         let n = self.queue.len().min(self.settings.max_batch.max(1));
+        if let Some(conn) = self.fast_ready(n) {
+            self.run_fast(n, conn, ctx);
+            return self.schedule(ctx);
+        }
+        // The locking path waits for fast batches (and they for it): each
+        // decides from what the other left.
+        if self.fast_in_flight > 0 || self.locking || self.in_flight >= self.settings.max_in_flight.max(1) {
+            return;
+        }
+        self.in_flight += 1;
+        self.locking = true;
+        self.run_locked(n, ctx);
+    }
+
+    /// The locking path: lock the rows, decide, write, commit.
+    fn run_locked(&mut self, n: usize, ctx: &mut Context<Self>) {
         let (ops, responders): (Vec<Op>, Vec<Responder>) = self.queue.drain(..n).unzip();
         self.metrics.inventory_batch_size.observe(n as f64);
         let places: Vec<bool> = ops.iter().map(|op| matches!(op, Op::Place { .. })).collect();
         self.metrics.inventory_queue_depth.set(self.queue.len() as i64);
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
         let inject_panic = std::mem::take(&mut self.panic_next_batch);
+        let spare = if self.settings.fast_path && self.spare_orders.len() < SPARE_LOW {
+            SPARE_BATCH
+        } else {
+            0
+        };
         let (locked_tx, locked_rx) = oneshot::channel::<()>();
         // Locks held (or the batch failed first): the next batch may start.
         ctx.spawn(locked_rx.into_actor(self).map(|_, act, ctx| {
@@ -161,29 +230,25 @@ impl InventoryActor {
             act.schedule(ctx);
         }));
         let fut = AssertUnwindSafe(async move {
-            let (outcomes, changed) = execute(pool, ops, locked_tx, inject_panic).await?;
+            let done = execute(pool, ops, locked_tx, inject_panic, spare).await?;
+            let changed = &done.changed;
             // Committed: invalidate before anyone is answered, so no client
             // reads a stock figure older than its own order.
-            if !changed.is_empty() {
-                let mut families: Vec<Family> = changed.into_iter().map(Family::Product).collect();
-                families.push(Family::Products);
-                cache.invalidate(&families).await;
-            }
-            Ok::<_, AppError>(outcomes)
+            invalidate(&cache, changed).await;
+            Ok::<_, AppError>(done)
         })
         .catch_unwind();
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.in_flight -= 1;
             match result {
-                Ok(Ok(outcomes)) => {
-                    for ((tx, outcome), place) in responders.into_iter().zip(outcomes).zip(places) {
-                        if place {
-                            act.count_order(&outcome);
-                        }
-                        let _ = tx.send(outcome);
-                    }
+                Ok(Ok(done)) => {
+                    act.known.extend(done.known);
+                    act.spare_orders.extend(done.spare_orders);
+                    act.spare_items.extend(done.spare_items);
+                    act.answer(responders, done.outcomes, places);
                 }
                 Ok(Err(e)) => {
+                    act.known.clear();
                     let status = actix_web::ResponseError::status_code(&e);
                     tracing::warn!(error = %e, %status, batch = n, "inventory batch failed; rolled back");
                     let message = format!("{e:#}");
@@ -208,6 +273,189 @@ impl InventoryActor {
     }
 }
 
+impl InventoryActor {
+    fn answer(&self, responders: Vec<Responder>, outcomes: Outcomes, places: Vec<bool>) {
+        for ((tx, outcome), place) in responders.into_iter().zip(outcomes).zip(places) {
+            if place {
+                self.count_order(&outcome);
+            }
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// Takes the fast path's connection from the pool when it has none.
+    fn connect_fast(&mut self, ctx: &mut Context<Self>) {
+        if !self.settings.fast_path || !matches!(self.fast, FastConn::None) {
+            return;
+        }
+        self.fast = FastConn::Connecting;
+        let pool = self.pool.clone();
+        ctx.spawn(async move { pool.get_owned().await }.into_actor(self).map(|conn, act, ctx| {
+            act.fast = match conn {
+                Ok(conn) => FastConn::Ready(Rc::new(conn)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "inventory fast path: no connection; locking path only");
+                    FastConn::None
+                }
+            };
+            act.schedule(ctx);
+        }));
+    }
+
+    /// The fast path's connection, when the next `n` requests can take it:
+    /// only orders, for products known to be active, no locking batch in
+    /// flight (its decisions are not in `known` yet), ids to spare.
+    fn fast_ready(&self, n: usize) -> Option<Rc<PooledConnection<'static, AsyncPgConnection>>> {
+        let FastConn::Ready(conn) = &self.fast else {
+            return None;
+        };
+        if !self.settings.fast_path
+            || self.panic_next_batch
+            || self.in_flight > 0
+            || self.fast_in_flight >= FAST_MAX_IN_FLIGHT
+            || self.fast_paused_until.is_some_and(|t| Instant::now() < t)
+        {
+            return None;
+        }
+        let (mut orders, mut items) = (0, 0);
+        for (op, _) in self.queue.iter().take(n) {
+            let Op::Place { lines, .. } = op else {
+                return None;
+            };
+            if !lines
+                .iter()
+                .all(|l| self.known.get(&l.product_id).is_some_and(|p| p.is_active))
+            {
+                return None;
+            }
+            orders += 1;
+            items += lines.len();
+        }
+        (self.spare_orders.len() >= orders && self.spare_items.len() >= items).then(|| Rc::clone(conn))
+    }
+
+    /// The fast path: decide now from `known`, then send one statement that
+    /// writes everything only if every product row still holds the stock,
+    /// price and activity the decision assumed (else it fails whole, and the
+    /// requests go back to the head of the queue for the locking path).
+    /// Autocommit: the statement is its own transaction. Batches follow each
+    /// other on one connection without waiting for replies, so the row lock
+    /// is held only while Postgres executes one of them.
+    fn run_fast(
+        &mut self,
+        n: usize,
+        conn: Rc<PooledConnection<'static, AsyncPgConnection>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (ops, responders): (Vec<Op>, Vec<Responder>) = self.queue.drain(..n).unzip();
+        self.metrics.inventory_batch_size.observe(n as f64);
+        self.metrics.inventory_queue_depth.set(self.queue.len() as i64);
+        let places = vec![true; ops.len()];
+        let mut product_ids: Vec<i64> = Vec::new();
+        let (mut n_orders, mut n_items) = (0, 0);
+        for op in &ops {
+            if let Op::Place { lines, .. } = op {
+                n_orders += 1;
+                n_items += lines.len();
+                product_ids.extend(lines.iter().map(|l| l.product_id));
+            }
+        }
+        product_ids.sort_unstable();
+        product_ids.dedup();
+        let order_ids: Vec<i64> = self.spare_orders.drain(..n_orders).collect();
+        let item_ids: Vec<i64> = self.spare_items.drain(..n_items).collect();
+        let before: HashMap<i64, Locked> = product_ids
+            .iter()
+            .filter_map(|id| self.known.get(id).map(|p| (*id, p.clone())))
+            .collect();
+        // Postgres keeps microseconds: the 201 body must show what a later
+        // read returns.
+        let now = Utc::now().trunc_subsecs(6);
+        let allocation = allocate(&ops, before.clone(), HashMap::new(), &order_ids, &item_ids, now);
+        let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
+        let expect: Vec<Expect> = before
+            .iter()
+            .map(|(id, b)| Expect {
+                id: *id,
+                stock: allocation.writes.stock.get(id).copied().unwrap_or(b.stock),
+                expected: b.stock,
+                price: b.price.clone(),
+            })
+            .collect();
+        for e in &expect {
+            if let Some(p) = self.known.get_mut(&e.id) {
+                p.stock = e.stock;
+            }
+        }
+        let stmt = cas_statement(allocation.writes, expect, now);
+        let outcomes = allocation.outcomes;
+        self.fast_in_flight += 1;
+        let cache = self.cache.clone();
+        let fut = async move {
+            let c: &AsyncPgConnection = &conn;
+            let mut c = c;
+            match stmt.get_result::<(i64, i64, i64, i64, i64)>(&mut c).await {
+                Ok(_) => {
+                    invalidate(&cache, &changed).await;
+                    Ok(())
+                }
+                Err(diesel::result::Error::DatabaseError(_, info)) if info.message().starts_with(STALE) => {
+                    Err(None)
+                }
+                Err(e) => Err(Some(AppError::from(e))),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.fast_in_flight -= 1;
+            match result {
+                Ok(()) => act.answer(responders, outcomes, places),
+                Err(None) => {
+                    tracing::info!(batch = n, "inventory fast path: stock changed under the batch; retrying it locked");
+                    act.known.clear();
+                    act.fast_paused_until = Some(Instant::now() + FAST_PAUSE);
+                    act.retry.extend(ops.into_iter().zip(responders));
+                }
+                Err(Some(e)) => {
+                    let status = actix_web::ResponseError::status_code(&e);
+                    tracing::warn!(error = %e, %status, batch = n, "inventory fast batch failed; nothing written");
+                    act.known.clear();
+                    act.fast = FastConn::None;
+                    let message = format!("{e:#}");
+                    for tx in responders {
+                        let _ = tx.send(Err(same_error(&e, &message)));
+                    }
+                }
+            }
+            if act.fast_in_flight == 0 && !act.retry.is_empty() {
+                for item in std::mem::take(&mut act.retry).into_iter().rev() {
+                    act.queue.push_front(item);
+                }
+            }
+            act.schedule(ctx);
+        }));
+    }
+}
+
+/// The message `storefront_expect_rows` (migration 000007) fails with.
+const STALE: &str = "storefront: stock changed";
+
+/// One product row of a fast batch: its new stock, and what it must still
+/// hold for the batch to be written.
+struct Expect {
+    id: i64,
+    stock: i32,
+    expected: i32,
+    price: BigDecimal,
+}
+
+async fn invalidate(cache: &Cache, changed: &[i64]) {
+    if !changed.is_empty() {
+        let mut families: Vec<Family> = changed.iter().copied().map(Family::Product).collect();
+        families.push(Family::Products);
+        cache.invalidate(&families).await;
+    }
+}
+
 /// A copy of a batch-wide error for each of its requests.
 fn same_error(e: &AppError, message: &str) -> AppError {
     match e {
@@ -224,6 +472,13 @@ impl Actor for InventoryActor {
         // After a restart, requests queued before the failure still run.
         self.in_flight = 0;
         self.locking = false;
+        self.scheduled = false;
+        self.fast_in_flight = 0;
+        self.fast = FastConn::None;
+        self.known.clear();
+        for item in std::mem::take(&mut self.retry).into_iter().rev() {
+            self.queue.push_front(item);
+        }
         self.schedule(ctx);
     }
 }
@@ -377,19 +632,32 @@ impl Handler<PanicNextBatch> for InventoryActor {
 
 type Outcomes = Vec<Result<Outcome, AppError>>;
 
-/// Runs one batch in one transaction and returns each op's outcome and the
-/// products whose stock changed.
+/// A locked batch, committed.
+struct Done {
+    outcomes: Outcomes,
+    /// Products whose stock changed.
+    changed: Vec<i64>,
+    /// Every locked product as the batch left it (for the fast path).
+    known: HashMap<i64, Locked>,
+    /// Sequence values fetched and not used.
+    spare_orders: Vec<i64>,
+    spare_items: Vec<i64>,
+}
+
+/// Runs one batch in one transaction; `spare` extra order and item ids are
+/// fetched for the fast path.
 async fn execute(
     pool: DbPool,
     ops: Vec<Op>,
     locked: oneshot::Sender<()>,
     inject_panic: bool,
-) -> Result<(Outcomes, Vec<i64>), AppError> {
+    spare: i64,
+) -> Result<Done, AppError> {
     let mut tx = Tx {
         conn: Some(pool.get_owned().await?),
         open: false,
     };
-    let result = decide(&mut tx, &ops, locked, inject_panic).await;
+    let result = decide(&mut tx, &ops, locked, inject_panic, spare).await;
     if result.is_err() && tx.open {
         tx.rollback().await;
     }
@@ -485,7 +753,8 @@ async fn decide(
     ops: &[Op],
     locked: oneshot::Sender<()>,
     inject_panic: bool,
-) -> Result<(Outcomes, Vec<i64>), AppError> {
+    spare: i64,
+) -> Result<Done, AppError> {
     let has_cancels = ops.iter().any(|op| matches!(op, Op::Cancel { .. }));
     let orders = if has_cancels {
         tx.begin().await?;
@@ -510,8 +779,8 @@ async fn decide(
     });
     let lock = sql::LockProducts {
         product_ids,
-        orders: n_orders,
-        items: n_items,
+        orders: n_orders + spare,
+        items: n_items + spare,
     };
     let rows: Vec<sql::LockedRow> = if tx.open {
         lock.load(tx.conn()?).await?
@@ -540,10 +809,27 @@ async fn decide(
             ))
         })
         .collect();
+    let mut known = products.clone();
     let allocation = allocate(ops, products, orders, &order_ids, &item_ids, now);
     let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
-    tx.commit_with(write_statement(allocation.writes)).await?;
-    Ok((allocation.outcomes, changed))
+    for (id, stock) in &allocation.writes.stock {
+        if let Some(p) = known.get_mut(id) {
+            p.stock = *stock;
+        }
+    }
+    // allocate takes ids in order, only for the orders it places.
+    let used_orders = allocation.writes.orders.len();
+    let used_items: usize = allocation.writes.orders.iter().map(|o| o.items.len()).sum();
+    let spare_orders = order_ids.get(used_orders..).unwrap_or_default().to_vec();
+    let spare_items = item_ids.get(used_items..).unwrap_or_default().to_vec();
+    tx.commit_with(write_statement(allocation.writes, now)).await?;
+    Ok(Done {
+        outcomes: allocation.outcomes,
+        changed,
+        known,
+        spare_orders,
+        spare_items,
+    })
 }
 
 /// Locks the orders that the batch's cancels refer to, with their items.
@@ -585,16 +871,41 @@ async fn lock_orders(conn: &mut AsyncPgConnection, ops: &[Op]) -> Result<HashMap
     Ok(views)
 }
 
-/// The batch's single writing statement, or `None` when nothing changed.
-fn write_statement(w: Writes) -> Option<sql::WriteBatch> {
+/// The locked batch's single writing statement, or `None` when nothing
+/// changed.
+fn write_statement(w: Writes, now: DateTime<Utc>) -> Option<sql::WriteBatch> {
     if w.stock.is_empty() && w.orders.is_empty() && w.cancelled.is_empty() {
         return None;
     }
-    let mut stmt = sql::WriteBatch::default();
+    let mut stmt = sql::WriteBatch {
+        now,
+        ..Default::default()
+    };
     for (id, stock) in &w.stock {
         stmt.stock_ids.push(*id);
         stmt.stock_values.push(*stock);
     }
+    Some(rows_of(stmt, w))
+}
+
+/// A fast batch's statement: every product it read is compared and set.
+fn cas_statement(w: Writes, expect: Vec<Expect>, now: DateTime<Utc>) -> sql::WriteBatch {
+    let mut stmt = sql::WriteBatch {
+        now,
+        ..Default::default()
+    };
+    for e in expect {
+        stmt.stock_ids.push(e.id);
+        stmt.stock_values.push(e.stock);
+        stmt.expect_stock.push(e.expected);
+        stmt.expect_prices.push(e.price);
+    }
+    rows_of(stmt, w)
+}
+
+/// Fills the statement's order, item, cancel and idempotency columns.
+fn rows_of(mut stmt: sql::WriteBatch, w: Writes) -> sql::WriteBatch {
+    stmt.stock_rows = stmt.stock_ids.len() as i64;
     for o in &w.orders {
         stmt.order_ids.push(o.id);
         stmt.order_users.push(o.user_id);
@@ -614,5 +925,5 @@ fn write_statement(w: Writes) -> Option<sql::WriteBatch> {
         stmt.key_orders.push(order);
         stmt.key_bodies.push(body);
     }
-    Some(stmt)
+    stmt
 }

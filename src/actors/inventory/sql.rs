@@ -75,6 +75,14 @@ impl Query for LockProducts {
 pub struct WriteBatch {
     pub stock_ids: Vec<i64>,
     pub stock_values: Vec<i32>,
+    /// Compare-and-set (the fast path, see `mod.rs`): the stock, price and
+    /// activity each row must still have. Empty when the rows are locked.
+    pub expect_stock: Vec<i32>,
+    pub expect_prices: Vec<BigDecimal>,
+    /// `stock_ids.len()`: the rows the stock update must have changed.
+    pub stock_rows: i64,
+    /// The orders' created_at / updated_at.
+    pub now: DateTime<Utc>,
     pub order_ids: Vec<i64>,
     pub order_users: Vec<i64>,
     pub order_totals: Vec<BigDecimal>,
@@ -96,11 +104,20 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_bind_param::<Array<Int8>, _>(&self.stock_ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Int4>, _>(&self.stock_values)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.expect_stock)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Numeric>, _>(&self.expect_prices)?;
         out.push_sql(
-            ") AS v(id, stock) WHERE p.id = v.id RETURNING 1), \
-             o AS (INSERT INTO orders (id, user_id, status, total_amount) \
-               SELECT id, user_id, 'pending', total FROM unnest(",
+            ") AS v(id, stock, expected, price) WHERE p.id = v.id AND (v.expected IS NULL \
+               OR (p.stock_quantity = v.expected AND p.price = v.price AND p.is_active)) RETURNING 1), \
+             o AS (INSERT INTO orders (id, user_id, status, total_amount, created_at, updated_at) \
+               SELECT id, user_id, 'pending', total, ",
         );
+        out.push_bind_param::<Timestamptz, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&self.now)?;
+        out.push_sql(" FROM unnest(");
         out.push_bind_param::<Array<Int8>, _>(&self.order_ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Int8>, _>(&self.order_users)?;
@@ -139,7 +156,11 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_bind_param::<Array<Text>, _>(&self.key_bodies)?;
         out.push_sql(
             ") AS v(user_id, key, order_id, body) WHERE k.user_id = v.user_id AND k.key = v.key RETURNING 1) \
-             SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM o), (SELECT count(*) FROM i), \
+             SELECT storefront_expect_rows((SELECT count(*) FROM s), ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.stock_rows)?;
+        out.push_sql(
+            "), (SELECT count(*) FROM o), (SELECT count(*) FROM i), \
                     (SELECT count(*) FROM c), (SELECT count(*) FROM k)",
         );
         Ok(())

@@ -1,0 +1,1 @@
+DROP FUNCTION storefront_expect_rows(bigint, bigint);
