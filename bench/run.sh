@@ -78,6 +78,13 @@ $LT flash-sale --clients 64 --users 64 --seconds "$SECS" --name flash-sale-c64
 grep VmHWM /proc/$SERVER/status | awk '{print "{\"peak_rss_kb\": " $2 "}"}' > "$OUT/rss-flash-sale.json"
 $LT flash-sale --clients 256 --users 256 --seconds "$SECS" --name flash-sale-c256
 
+# The same flash sale with the locking path only (inventory.fast_path=false).
+LOCKING=$(APP__INVENTORY__FAST_PATH=false start_server 18083 "$OUT/server-locking.log")
+trap 'kill $SERVER $LOCKING 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18083/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+$BIN/loadtest --base-url http://127.0.0.1:18083 --out $OUT flash-sale --clients 64 --users 64 --seconds "$SECS" --name flash-sale-c64-locking
+kill $LOCKING
+
 # Two instances on one database: one load tester spreads its 64 clients over
 # both and checks the books (stock + sold == initial, order rows == 201s).
 SERVER2=$(start_server 18081 "$OUT/server2.log")

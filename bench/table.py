@@ -23,6 +23,7 @@ def line(label, name, bar="", rate="req/s"):
 bare = line("bare actix-web JSON endpoint, 64 clients", "bare", "baseline")
 f64 = line("flash sale, 64 clients", "flash-sale-c64", "", "orders/s")
 line("flash sale, 256 clients", "flash-sale-c256", "", "orders/s")
+line("flash sale, 64 clients, locking path only (inventory.fast_path=false)", "flash-sale-c64-locking", "contrast", "orders/s")
 cached = line("cached GET /products/{id}, 64 clients", "cached-product")
 line("search, cached, 16 clients", "search-cached")
 line("search (v1, with total) on 100k products, cache off, 1 client", "search-c1")
@@ -70,7 +71,7 @@ rss = load("rss-flash-sale")
 if rss:
     mb = rss["peak_rss_kb"] / 1024
     bars.append(("RSS <= 150 MB under the flash sale (peak)", f"{mb:.0f} MB", mb <= 150))
-books = [load(n) for n in ("flash-sale-c64", "flash-sale-c256", "two-instances")]
+books = [load(n) for n in ("flash-sale-c64", "flash-sale-c256", "flash-sale-c64-locking", "two-instances")]
 for b in books:
     if b:
         d = b["details"]
