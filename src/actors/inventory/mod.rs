@@ -249,12 +249,7 @@ impl InventoryActor {
                 }
                 Ok(Err(e)) => {
                     act.known.clear();
-                    let status = actix_web::ResponseError::status_code(&e);
-                    tracing::warn!(error = %e, %status, batch = n, "inventory batch failed; rolled back");
-                    let message = format!("{e:#}");
-                    for tx in responders {
-                        let _ = tx.send(Err(same_error(&e, &message)));
-                    }
+                    fail_all(responders, &e, "inventory batch failed; rolled back");
                 }
                 Err(_) => {
                     // Dropping the responders answers every waiting request
@@ -271,9 +266,7 @@ impl InventoryActor {
             act.schedule(ctx);
         }));
     }
-}
 
-impl InventoryActor {
     fn answer(&self, responders: Vec<Responder>, outcomes: Outcomes, places: Vec<bool>) {
         for ((tx, outcome), place) in responders.into_iter().zip(outcomes).zip(places) {
             if place {
@@ -351,15 +344,14 @@ impl InventoryActor {
         self.metrics.inventory_batch_size.observe(n as f64);
         self.metrics.inventory_queue_depth.set(self.queue.len() as i64);
         let places = vec![true; ops.len()];
-        let mut product_ids: Vec<i64> = Vec::new();
-        let (mut n_orders, mut n_items) = (0, 0);
-        for op in &ops {
-            if let Op::Place { lines, .. } = op {
-                n_orders += 1;
-                n_items += lines.len();
-                product_ids.extend(lines.iter().map(|l| l.product_id));
-            }
-        }
+        let (n_orders, n_items) = placed_counts(&ops);
+        let mut product_ids: Vec<i64> = ops
+            .iter()
+            .flat_map(|op| match op {
+                Op::Place { lines, .. } => lines.iter().map(|l| l.product_id).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
         product_ids.sort_unstable();
         product_ids.dedup();
         let order_ids: Vec<i64> = self.spare_orders.drain(..n_orders).collect();
@@ -400,30 +392,28 @@ impl InventoryActor {
                     Ok(())
                 }
                 Err(diesel::result::Error::DatabaseError(_, info)) if info.message().starts_with(STALE) => {
-                    Err(None)
+                    Err(FastFailure::Stale)
                 }
-                Err(e) => Err(Some(AppError::from(e))),
+                Err(e) => Err(FastFailure::Failed(AppError::from(e))),
             }
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.fast_in_flight -= 1;
             match result {
                 Ok(()) => act.answer(responders, outcomes, places),
-                Err(None) => {
-                    tracing::info!(batch = n, "inventory fast path: stock changed under the batch; retrying it locked");
+                Err(FastFailure::Stale) => {
+                    tracing::info!(
+                        batch = n,
+                        "inventory fast path: stock changed under the batch; retrying it locked"
+                    );
                     act.known.clear();
                     act.fast_paused_until = Some(Instant::now() + FAST_PAUSE);
                     act.retry.extend(ops.into_iter().zip(responders));
                 }
-                Err(Some(e)) => {
-                    let status = actix_web::ResponseError::status_code(&e);
-                    tracing::warn!(error = %e, %status, batch = n, "inventory fast batch failed; nothing written");
+                Err(FastFailure::Failed(e)) => {
                     act.known.clear();
                     act.fast = FastConn::None;
-                    let message = format!("{e:#}");
-                    for tx in responders {
-                        let _ = tx.send(Err(same_error(&e, &message)));
-                    }
+                    fail_all(responders, &e, "inventory fast batch failed; nothing written");
                 }
             }
             if act.fast_in_flight == 0 && !act.retry.is_empty() {
@@ -454,6 +444,31 @@ async fn invalidate(cache: &Cache, changed: &[i64]) {
         families.push(Family::Products);
         cache.invalidate(&families).await;
     }
+}
+
+/// Why a fast batch wrote nothing.
+enum FastFailure {
+    /// A compare-and-set did not match: retry on the locking path.
+    Stale,
+    Failed(AppError),
+}
+
+/// Answers every request of a failed batch with a copy of its error.
+fn fail_all(responders: Vec<Responder>, e: &AppError, what: &str) {
+    let status = actix_web::ResponseError::status_code(e);
+    tracing::warn!(error = %e, %status, batch = responders.len(), "{what}");
+    let message = format!("{e:#}");
+    for tx in responders {
+        let _ = tx.send(Err(same_error(e, &message)));
+    }
+}
+
+/// Orders and order lines among `ops` (the ids a batch needs).
+fn placed_counts(ops: &[Op]) -> (usize, usize) {
+    ops.iter().fold((0, 0), |(o, i), op| match op {
+        Op::Place { lines, .. } => (o + 1, i + lines.len()),
+        _ => (o, i),
+    })
 }
 
 /// A copy of a batch-wide error for each of its requests.
@@ -773,14 +788,11 @@ async fn decide(
         .collect();
     product_ids.sort_unstable();
     product_ids.dedup();
-    let (n_orders, n_items) = ops.iter().fold((0_i64, 0_i64), |(o, i), op| match op {
-        Op::Place { lines, .. } => (o + 1, i + lines.len() as i64),
-        _ => (o, i),
-    });
+    let (n_orders, n_items) = placed_counts(ops);
     let lock = sql::LockProducts {
         product_ids,
-        orders: n_orders + spare,
-        items: n_items + spare,
+        orders: n_orders as i64 + spare,
+        items: n_items as i64 + spare,
     };
     let rows: Vec<sql::LockedRow> = if tx.open {
         lock.load(tx.conn()?).await?
