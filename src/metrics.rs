@@ -16,6 +16,7 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub inventory_batch_size: Histogram,
     pub inventory_queue_depth: IntGauge,
+    pub inventory_batches: IntCounterVec,
     pub orders_placed: IntCounter,
     pub orders_rejected: IntCounterVec,
     pub cache_hits: IntCounter,
@@ -55,6 +56,14 @@ impl Metrics {
             "inventory_queue_depth",
             "Requests waiting in the InventoryActor's queue",
         ));
+        let inventory_batches = must(IntCounterVec::new(
+            Opts::new(
+                "inventory_batches_total",
+                "InventoryActor batches by path: locked (run), fast (written), \
+                 fast_retried (a row had changed: retried locked), fast_failed",
+            ),
+            &["path"],
+        ));
         let orders_placed = must(IntCounter::new("orders_placed_total", "Orders placed"));
         let orders_rejected = must(IntCounterVec::new(
             Opts::new("orders_rejected_total", "Orders refused, by reason"),
@@ -80,6 +89,7 @@ impl Metrics {
             Box::new(http_duration.clone()),
             Box::new(inventory_batch_size.clone()),
             Box::new(inventory_queue_depth.clone()),
+            Box::new(inventory_batches.clone()),
             Box::new(orders_placed.clone()),
             Box::new(orders_rejected.clone()),
             Box::new(cache_hits.clone()),
@@ -94,6 +104,7 @@ impl Metrics {
             http_duration,
             inventory_batch_size,
             inventory_queue_depth,
+            inventory_batches,
             orders_placed,
             orders_rejected,
             cache_hits,

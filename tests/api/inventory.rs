@@ -208,8 +208,9 @@ async fn a_panic_mid_batch_fails_its_requests_commits_nothing_and_the_actor_rest
 /// it knows and writes them with one compare-and-set statement (the fast
 /// path). Whatever changed the row behind its back (another instance, an
 /// admin, SQL) must make that statement fail whole and the order be decided
-/// again on the locked row: never sold from stale stock, never at a stale
-/// price, never for a deactivated product.
+/// again on the locked row: never sold from stock that is not there, never
+/// at a stale price, never for a deactivated product, never turned away for
+/// short stock that was restocked.
 #[actix_web::test]
 async fn orders_see_stock_price_and_activity_changed_behind_the_actors_back() {
     let app = spawn_app().await;
@@ -221,12 +222,16 @@ async fn orders_see_stock_price_and_activity_changed_behind_the_actors_back() {
             "UPDATE products SET stock_quantity = {n} WHERE id = {product}"
         ))
     };
+    // After a mismatch the actor uses the locking path for 1 s; each step
+    // below starts once the fast path is back.
+    let fast_path_back = || tokio::time::sleep(std::time::Duration::from_millis(1200));
     // The first order locks and reads the row, the second is decided from
     // what the actor knows.
     for (_, token) in &users[..2] {
         assert_eq!(order(&app, token, product, 1).await.status, StatusCode::CREATED);
     }
     assert_eq!(app.stock_of(product), 8);
+    assert_eq!(batches(&app, "fast").await, 1);
 
     // Sold out elsewhere: the actor still believes in 8 units.
     set_stock(0);
@@ -234,16 +239,21 @@ async fn orders_see_stock_price_and_activity_changed_behind_the_actors_back() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     assert_eq!(app.stock_of(product), 0);
     assert_eq!(app.count("SELECT count(*) FROM orders"), 2);
+    assert_eq!(batches(&app, "fast_retried").await, 1);
 
-    // Restocked elsewhere: the actor believes in 0 units.
+    // Restocked elsewhere: the actor believes in 0 units, and must not turn
+    // the order away on that belief.
+    fast_path_back().await;
     set_stock(5);
     assert_eq!(
         order(&app, &users[3].1, product, 2).await.status,
         StatusCode::CREATED
     );
     assert_eq!(app.stock_of(product), 3);
+    assert_eq!(batches(&app, "fast_retried").await, 2);
 
     // Repriced by an admin (through the CatalogActor, not this actor).
+    fast_path_back().await;
     let path = format!("/api/v1/products/{product}");
     assert_eq!(
         app.put(&path, Some(&admin), json!({"price": "12.50"}))
@@ -256,6 +266,30 @@ async fn orders_see_stock_price_and_activity_changed_behind_the_actors_back() {
     assert_eq!(r.data()["total_amount"], json!("12.50"));
     assert_eq!(r.data()["items"][0]["unit_price"], json!("12.50"));
     assert_eq!(app.stock_of(product), 2);
+    assert_eq!(batches(&app, "fast_retried").await, 3);
+
+    // Restocked elsewhere while the actor believes in 2 units: an order it
+    // can serve from what it knows takes its unit from the real row (the
+    // statement subtracts what it sold, it does not write the figure the
+    // actor expected), and the actor learns the real figure from the reply:
+    // the next orders are decided on the fast path from it.
+    fast_path_back().await;
+    set_stock(7);
+    assert_eq!(
+        order(&app, &users[0].1, product, 1).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(app.stock_of(product), 6);
+    assert_eq!(
+        order(&app, &users[1].1, product, 5).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(app.stock_of(product), 1);
+    let r = order(&app, &users[2].1, product, 2).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(app.stock_of(product), 1);
+    assert_eq!(batches(&app, "fast").await, 4);
+    assert_eq!(batches(&app, "fast_retried").await, 3);
 
     // Deactivated by an admin.
     assert_eq!(
@@ -266,6 +300,27 @@ async fn orders_see_stock_price_and_activity_changed_behind_the_actors_back() {
     );
     let r = order(&app, &users[5].1, product, 1).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
-    assert_eq!(app.stock_of(product), 2);
-    assert_eq!(app.count("SELECT coalesce(sum(quantity), 0) FROM order_items"), 5);
+    assert_eq!(app.stock_of(product), 1);
+    assert_eq!(
+        app.count("SELECT coalesce(sum(quantity), 0) FROM order_items"),
+        11
+    );
+    assert_eq!(batches(&app, "fast_retried").await, 4);
+}
+
+/// `storefront_inventory_batches_total{path}` from /metrics.
+async fn batches(app: &TestApp, path: &str) -> i64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    let prefix = format!("storefront_inventory_batches_total{{path=\"{path}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
 }

@@ -79,6 +79,18 @@ pub struct WriteBatch {
     /// activity each row must still have. Empty when the rows are locked.
     pub expect_stock: Vec<i32>,
     pub expect_prices: Vec<BigDecimal>,
+    /// Per row: the batch was decided from exactly `expect_stock` (it turned
+    /// an order away for short stock), so the row must still hold exactly
+    /// that; otherwise it must hold at least what the batch sold.
+    pub expect_exact: Vec<bool>,
+    /// The fast connection's batch sequence (`storefront.fast_batch`, a
+    /// session setting): the value the previous batch on this connection
+    /// set, which this one requires (so a batch never commits after its
+    /// predecessor failed: allocation stays in arrival order), and the
+    /// value it sets. `None` on the locking path and for the first batch of
+    /// a connection.
+    pub fence: Option<i64>,
+    pub next_fence: Option<i64>,
     /// `stock_ids.len()`: the rows the stock update must have changed.
     pub stock_rows: i64,
     /// The orders' created_at / updated_at.
@@ -100,7 +112,13 @@ pub struct WriteBatch {
 
 impl QueryFragment<Pg> for WriteBatch {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH s AS (UPDATE products p SET stock_quantity = v.stock FROM unnest(");
+        // Locked rows get their new figure; compare-and-set rows lose what
+        // the batch sold (v.expected - v.stock), so two instances selling the
+        // same product both succeed while the row has enough.
+        out.push_sql(
+            "WITH s AS (UPDATE products p SET stock_quantity = CASE WHEN v.expected IS NULL THEN v.stock \
+               ELSE p.stock_quantity - (v.expected - v.stock) END FROM unnest(",
+        );
         out.push_bind_param::<Array<Int8>, _>(&self.stock_ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Int4>, _>(&self.stock_values)?;
@@ -108,9 +126,20 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_bind_param::<Array<Int4>, _>(&self.expect_stock)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Numeric>, _>(&self.expect_prices)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.expect_exact)?;
         out.push_sql(
-            ") AS v(id, stock, expected, price) WHERE p.id = v.id AND (v.expected IS NULL \
-               OR (p.stock_quantity = v.expected AND p.price = v.price AND p.is_active)) RETURNING 1), \
+            ") AS v(id, stock, expected, price, exact) WHERE p.id = v.id AND (v.expected IS NULL \
+               OR (p.price = v.price AND p.is_active AND p.stock_quantity >= v.expected - v.stock \
+                   AND (NOT v.exact OR p.stock_quantity = v.expected) \
+                   AND (",
+        );
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.fence)?;
+        out.push_sql("::bigint IS NULL OR current_setting('storefront.fast_batch', true) = ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.fence)?;
+        out.push_sql(
+            "::text))) \
+             RETURNING p.id, p.stock_quantity), \
              o AS (INSERT INTO orders (id, user_id, status, total_amount, created_at, updated_at) \
                SELECT id, user_id, 'pending', total, ",
         );
@@ -156,19 +185,32 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_bind_param::<Array<Text>, _>(&self.key_bodies)?;
         out.push_sql(
             ") AS v(user_id, key, order_id, body) WHERE k.user_id = v.user_id AND k.key = v.key RETURNING 1) \
-             SELECT storefront_expect_rows((SELECT count(*) FROM s), ",
+             SELECT g.ids, g.stocks, CASE WHEN ",
+        );
+        // The guard runs in the subquery (OFFSET 0 keeps it there), so the
+        // fence moves only once every row matched.
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.next_fence)?;
+        out.push_sql("::bigint IS NOT NULL THEN set_config('storefront.fast_batch', ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.next_fence)?;
+        out.push_sql(
+            "::text, false) END \
+             FROM (SELECT storefront_expect_rows((SELECT count(*) FROM s), ",
         );
         out.push_bind_param::<BigInt, _>(&self.stock_rows)?;
         out.push_sql(
-            "), (SELECT count(*) FROM o), (SELECT count(*) FROM i), \
-                    (SELECT count(*) FROM c), (SELECT count(*) FROM k)",
+            ") AS matched, ARRAY(SELECT id FROM s ORDER BY id) AS ids, \
+                    ARRAY(SELECT stock_quantity FROM s ORDER BY id) AS stocks OFFSET 0) g",
         );
         Ok(())
     }
 }
 
+/// What a batch statement returns: the products it updated (id order) and
+/// their stock after it.
+pub type Written = (Vec<i64>, Vec<i32>, Option<String>);
+
 impl Query for WriteBatch {
-    type SqlType = (BigInt, BigInt, BigInt, BigInt, BigInt);
+    type SqlType = (Array<Int8>, Array<Int4>, Nullable<Text>);
 }
 
 /// `BEGIN` and `COMMIT` as cached prepared statements, pipelined with the
