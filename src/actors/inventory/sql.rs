@@ -213,6 +213,28 @@ impl Query for WriteBatch {
     type SqlType = (Array<Int8>, Array<Int4>, Nullable<Text>);
 }
 
+/// Order and item ids for the fast path, fetched ahead on its connection.
+#[derive(QueryId)]
+pub struct NextIds {
+    pub orders: i64,
+    pub items: i64,
+}
+
+impl QueryFragment<Pg> for NextIds {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT ARRAY(SELECT nextval('orders_id_seq') FROM generate_series(1, ");
+        out.push_bind_param::<BigInt, _>(&self.orders)?;
+        out.push_sql(")), ARRAY(SELECT nextval('order_items_id_seq') FROM generate_series(1, ");
+        out.push_bind_param::<BigInt, _>(&self.items)?;
+        out.push_sql("))");
+        Ok(())
+    }
+}
+
+impl Query for NextIds {
+    type SqlType = (Array<Int8>, Array<Int8>);
+}
+
 /// `BEGIN` and `COMMIT` as cached prepared statements, pipelined with the
 /// batch's statements. Not `diesel::sql_query`: diesel never caches those, so
 /// each would wait for a Parse round trip first (COMMIT's inside the lock
