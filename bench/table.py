@@ -35,7 +35,7 @@ p90 = line("v2 page at row 90,000, cache off, 16 clients", "v2-page-90000")
 line("v1 offset page at row 90,000 (contrast), cache off, 16 clients", "v1-offset-90000")
 alone = line("product reads alone, 16 clients", "reads-alone")
 storm = line("product reads during 50 concurrent logins, 16 clients", "reads-during-logins")
-two = line("flash sale, two instances, 64 clients over both", "two-instances", "", "orders/s")
+two = line("flash sale, two instances (1 HTTP worker each), 64 clients over both", "two-instances", "", "orders/s")
 
 print("| workload | throughput | latency | |")
 print("|---|---|---|---|")

@@ -122,6 +122,16 @@ pub struct InventoryActor {
     retry: Vec<(Op, Responder)>,
 }
 
+/// Whether the next batch can take the fast path.
+enum Fast {
+    Ready(Rc<PooledConnection<'static, AsyncPgConnection>>),
+    /// It could, with more spare ids.
+    NeedsIds,
+    /// It could once the locked batch in flight is done.
+    AfterLocked,
+    No,
+}
+
 enum FastConn {
     None,
     Connecting,
@@ -136,7 +146,7 @@ const FAST_MAX_IN_FLIGHT: usize = 4;
 /// yet. (Fetched by the locking path only, every 1,024 orders, the fast
 /// path had to drain and wait for a locked batch ~10 times a second.)
 const SPARE_BATCH: i64 = 2048;
-const SPARE_LOW: usize = 512;
+const SPARE_LOW: usize = 1024;
 /// How long the fast path stays off after a compare-and-set failed (another
 /// instance selling the same product would otherwise fail it again and again).
 const FAST_PAUSE: Duration = Duration::from_secs(1);
@@ -226,9 +236,18 @@ impl InventoryActor {
             return self.schedule(ctx);
         }
         let n = self.queue.len().min(self.settings.max_batch.max(1));
-        if let Some(conn) = self.fast_ready(n) {
-            self.run_fast(n, conn, ctx);
-            return self.schedule(ctx);
+        match self.fast_ready(n) {
+            Fast::Ready(conn) => {
+                self.run_fast(n, conn, ctx);
+                return self.schedule(ctx);
+            }
+            // Spare ids are on their way, or the locked batch in flight is
+            // about to tell what the fast path needs: wait for it rather than
+            // start another locked batch (under a steady queue, pipelined
+            // locked batches would otherwise keep each other going).
+            Fast::NeedsIds if self.refilling => return,
+            Fast::AfterLocked => return,
+            Fast::NeedsIds | Fast::No => {}
         }
         // The locking path waits for fast batches (and they for it): each
         // decides from what the other left.
@@ -398,33 +417,38 @@ impl InventoryActor {
     /// The fast path's connection, when the next `n` requests can take it:
     /// only orders, for products known to be active, no locking batch in
     /// flight (its decisions are not in `known` yet), ids to spare.
-    fn fast_ready(&self, n: usize) -> Option<Rc<PooledConnection<'static, AsyncPgConnection>>> {
+    fn fast_ready(&self, n: usize) -> Fast {
         let FastConn::Ready(conn) = &self.fast else {
-            return None;
+            return Fast::No;
         };
         if !self.settings.fast_path
             || self.panic_next_batch
-            || self.in_flight > 0
             || self.fast_in_flight >= FAST_MAX_IN_FLIGHT
             || self.fast_paused_until.is_some_and(|t| Instant::now() < t)
         {
-            return None;
+            return Fast::No;
         }
         let (mut orders, mut items) = (0, 0);
         for (op, _) in self.queue.iter().take(n) {
             let Op::Place { lines, .. } = op else {
-                return None;
+                return Fast::No;
             };
             if !lines
                 .iter()
                 .all(|l| self.known.get(&l.product_id).is_some_and(|p| p.is_active))
             {
-                return None;
+                return Fast::No;
             }
             orders += 1;
             items += lines.len();
         }
-        (self.spare_orders.len() >= orders && self.spare_items.len() >= items).then(|| Rc::clone(conn))
+        if self.in_flight > 0 {
+            Fast::AfterLocked
+        } else if self.spare_orders.len() >= orders && self.spare_items.len() >= items {
+            Fast::Ready(Rc::clone(conn))
+        } else {
+            Fast::NeedsIds
+        }
     }
 
     /// The fast path: decide now from `known`, then send one statement that
