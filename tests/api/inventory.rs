@@ -308,6 +308,74 @@ async fn orders_see_stock_price_and_activity_changed_behind_the_actors_back() {
     assert_eq!(batches(&app, "fast_retried").await, 4);
 }
 
+/// Fast batches on the actor's connection commit in arrival order or not at
+/// all: when one fails, every later one already sent behind it fails too, and
+/// all of them are decided again, in order, on the locking path. Here a
+/// transaction leaves P a single unit and reprices Q, and holds both rows
+/// while the first order (a unit of P and one of Q) is decided and sent, and
+/// the second (a unit of P) is sent behind it. At its commit the first batch
+/// fails (Q's price). The second would succeed on its own; it must not take
+/// the unit that the first order, which arrived first, gets on the locking
+/// path.
+#[actix_web::test]
+async fn a_fast_batch_never_commits_after_an_earlier_one_failed() {
+    let app = spawn_app().await;
+    let admin = app.user_with_role("admin@example.com", "admin").await.access;
+    let p = app.product(&admin, "P", "10.00", 10).await;
+    let q = app.product(&admin, "Q", "5.00", 10).await;
+    let users = app.bulk_users(3);
+    let both = json!({"items": [{"product_id": p, "quantity": 1}, {"product_id": q, "quantity": 1}]});
+    // A locked batch: the actor now knows both products.
+    let r = app.post("/api/v1/orders", Some(&users[0].1), both.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (url, sql) = (
+        app.db.url.clone(),
+        format!(
+            "UPDATE products SET stock_quantity = 1 WHERE id = {p}; \
+             UPDATE products SET price = 6.00 WHERE id = {q}"
+        ),
+    );
+    let holder = std::thread::spawn(move || {
+        use diesel::{connection::SimpleConnection, Connection};
+        let mut conn = crate::helpers::SyncConn::establish(&url).expect("connect");
+        conn.transaction::<_, diesel::result::Error, _>(|c| {
+            c.batch_execute(&sql)?;
+            held_tx.send(()).expect("test alive");
+            release_rx.recv().expect("test alive");
+            Ok(())
+        })
+        .expect("hold P's row");
+    });
+    held_rx.recv().expect("holder started");
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(300));
+    let first = {
+        let (client, url, token) = (app.client.clone(), app.url("/api/v1/orders"), users[1].1.clone());
+        tokio::spawn(async move { client.post(url).bearer_auth(token).json(&both).send().await })
+    };
+    pause().await;
+    let second = {
+        let body = json!({"items": [{"product_id": p, "quantity": 1}]});
+        let (client, url, token) = (app.client.clone(), app.url("/api/v1/orders"), users[2].1.clone());
+        tokio::spawn(async move { client.post(url).bearer_auth(token).json(&body).send().await })
+    };
+    pause().await;
+    release_tx.send(()).expect("holder alive");
+    holder.join().expect("holder");
+
+    let first = first.await.expect("task").expect("first order");
+    let second = second.await.expect("task").expect("second order");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let body: serde_json::Value = first.json().await.expect("json");
+    assert_eq!(body["data"]["total_amount"], json!("16.00"), "{body}");
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    assert_eq!(app.stock_of(p), 0);
+    // Both went out on the fast path and came back.
+    assert_eq!(batches(&app, "fast_retried").await, 2);
+}
+
 /// `storefront_inventory_batches_total{path}` from /metrics.
 async fn batches(app: &TestApp, path: &str) -> i64 {
     let text = app
