@@ -469,13 +469,7 @@ impl InventoryActor {
         self.metrics.inventory_queue_depth.set(self.queue.len() as i64);
         let places = vec![true; ops.len()];
         let (n_orders, n_items) = placed_counts(&ops);
-        let mut product_ids: Vec<i64> = ops
-            .iter()
-            .flat_map(|op| match op {
-                Op::Place { lines, .. } => lines.iter().map(|l| l.product_id).collect(),
-                _ => Vec::new(),
-            })
-            .collect();
+        let mut product_ids: Vec<i64> = ops.iter().flat_map(placed_lines).map(|l| l.product_id).collect();
         product_ids.sort_unstable();
         product_ids.dedup();
         let order_ids: Vec<i64> = self.spare_orders.drain(..n_orders).collect();
@@ -497,10 +491,8 @@ impl InventoryActor {
             .iter()
             .zip(&allocation.outcomes)
             .filter(|(_, outcome)| outcome.is_err())
-            .flat_map(|(op, _)| match op {
-                Op::Place { lines, .. } => lines.iter().map(|l| l.product_id).collect(),
-                _ => Vec::new(),
-            })
+            .flat_map(|(op, _)| placed_lines(op))
+            .map(|l| l.product_id)
             .collect();
         let mut expect: Vec<Expect> = before
             .iter()
@@ -648,6 +640,14 @@ fn fail_all(responders: Vec<Responder>, e: &AppError, what: &str) {
 /// part taken off.
 fn drift_correction(expected: i32, actual: i32, drift_then: i64, drift_now: i64) -> i64 {
     (i64::from(expected) - i64::from(actual)) - (drift_now - drift_then)
+}
+
+/// The lines of an order to place; none for other ops.
+fn placed_lines(op: &Op) -> &[Line] {
+    match op {
+        Op::Place { lines, .. } => lines,
+        _ => &[],
+    }
 }
 
 /// Orders and order lines among `ops` (the ids a batch needs).
