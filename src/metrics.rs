@@ -17,6 +17,7 @@ pub struct Metrics {
     pub inventory_batch_size: Histogram,
     pub inventory_queue_depth: IntGauge,
     pub inventory_batches: IntCounterVec,
+    pub inventory_batch_duration: HistogramVec,
     pub orders_placed: IntCounter,
     pub orders_rejected: IntCounterVec,
     pub cache_hits: IntCounter,
@@ -64,6 +65,15 @@ impl Metrics {
             ),
             &["path"],
         ));
+        let inventory_batch_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "inventory_batch_duration_seconds",
+                "InventoryActor batches, from sending the first statement to the \
+                 answer back in the actor, by path (locked, fast)",
+            )
+            .buckets(exponential_buckets(0.000_125, 2.0, 14).expect("buckets")),
+            &["path"],
+        ));
         let orders_placed = must(IntCounter::new("orders_placed_total", "Orders placed"));
         let orders_rejected = must(IntCounterVec::new(
             Opts::new("orders_rejected_total", "Orders refused, by reason"),
@@ -90,6 +100,7 @@ impl Metrics {
             Box::new(inventory_batch_size.clone()),
             Box::new(inventory_queue_depth.clone()),
             Box::new(inventory_batches.clone()),
+            Box::new(inventory_batch_duration.clone()),
             Box::new(orders_placed.clone()),
             Box::new(orders_rejected.clone()),
             Box::new(cache_hits.clone()),
@@ -105,6 +116,7 @@ impl Metrics {
             inventory_batch_size,
             inventory_queue_depth,
             inventory_batches,
+            inventory_batch_duration,
             orders_placed,
             orders_rejected,
             cache_hits,

@@ -282,6 +282,7 @@ impl InventoryActor {
             act.locking = false;
             act.schedule(ctx);
         }));
+        let started = Instant::now();
         let fut = AssertUnwindSafe(async move {
             let done = execute(pool, ops, locked_tx, inject_panic, spare).await?;
             let changed = &done.changed;
@@ -293,6 +294,10 @@ impl InventoryActor {
         .catch_unwind();
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.in_flight -= 1;
+            act.metrics
+                .inventory_batch_duration
+                .with_label_values(&["locked"])
+                .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(Ok(done)) => {
                     act.known.extend(done.known);
@@ -525,6 +530,7 @@ impl InventoryActor {
         let outcomes = allocation.outcomes;
         self.fast_in_flight += 1;
         let cache = self.cache.clone();
+        let started = Instant::now();
         let fut = async move {
             let c: &AsyncPgConnection = &conn;
             let mut c = c;
@@ -543,6 +549,10 @@ impl InventoryActor {
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.fast_in_flight -= 1;
+            act.metrics
+                .inventory_batch_duration
+                .with_label_values(&["fast"])
+                .observe(started.elapsed().as_secs_f64());
             let current = act.fast_generation == generation;
             match result {
                 Ok(rows) => {
