@@ -198,11 +198,13 @@ pub async fn run(url: &str, products: i64, if_empty: bool) -> anyhow::Result<See
     }
     // Merge the search index's pending list now rather than in the first
     // searches (see migration 000006).
-    sql_query("SELECT gin_clean_pending_list('products_search_text_trgm_idx')")
-        .execute(&mut conn)
-        .await?;
+    for index in ["products_search_text_trgm_idx", "product_search_trgm_idx"] {
+        sql_query(format!("SELECT gin_clean_pending_list('{index}')"))
+            .execute(&mut conn)
+            .await?;
+    }
     // Only what the seed filled: see `migrate::run_pending` on empty tables.
-    sql_query("ANALYZE users, categories, products")
+    sql_query("ANALYZE users, categories, products, product_search")
         .execute(&mut conn)
         .await?;
     Ok(SeedReport {

@@ -16,6 +16,7 @@ pub const TABLES: &[&str] = &[
     "refresh_tokens",
     "categories",
     "products",
+    "product_search",
     "orders",
     "order_items",
     "idempotency_keys",

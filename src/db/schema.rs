@@ -56,6 +56,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    product_search (product_id) {
+        product_id -> Int8,
+        search_text -> Text,
+    }
+}
+
+diesel::table! {
     products (id) {
         id -> Int8,
         #[max_length = 255]
@@ -108,6 +115,7 @@ diesel::joinable!(idempotency_keys -> users (user_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (product_id));
 diesel::joinable!(orders -> users (user_id));
+diesel::joinable!(product_search -> products (product_id));
 diesel::joinable!(products -> categories (category_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 
@@ -117,6 +125,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     oauth_states,
     order_items,
     orders,
+    product_search,
     products,
     refresh_tokens,
     users,

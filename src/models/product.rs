@@ -11,7 +11,10 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
-use crate::{db::schema::products, domain::money};
+use crate::{
+    db::schema::{product_search, products},
+    domain::money,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
@@ -249,6 +252,43 @@ fn after(
     Ok(q)
 }
 
+diesel::define_sql_function!(fn lower(x: Text) -> Text);
+
+/// The public search term whose `total` can be counted from
+/// `product_search` (migration 000008): a search of active products with no
+/// other filter, and a term with a run of three letters or digits, so that
+/// the trigram index narrows it (without one, the one cached plan would read
+/// the whole index; such terms are counted on `products`, planned for them).
+fn narrow_count_term(f: &ProductFilter) -> Option<&str> {
+    let term = f.search.as_deref()?;
+    let plain = !f.include_inactive
+        && f.category_id.is_none()
+        && f.min_price.is_none()
+        && f.max_price.is_none()
+        && !f.in_stock;
+    let mut run = 0;
+    let trigram = term.chars().any(|c| {
+        run = if c.is_alphanumeric() { run + 1 } else { 0 };
+        run >= 3
+    });
+    (plain && trigram).then_some(term)
+}
+
+/// How many products the filter matches (the v1 `total`).
+async fn count(conn: &mut AsyncPgConnection, filter: &ProductFilter) -> QueryResult<i64> {
+    match narrow_count_term(filter) {
+        // A static query: prepared once per connection, its plan cached.
+        Some(term) => {
+            product_search::table
+                .filter(product_search::search_text.like(lower(super::user::like_pattern(term))))
+                .count()
+                .get_result(conn)
+                .await
+        }
+        None => filtered(filter).count().get_result(conn).await,
+    }
+}
+
 pub async fn list_offset(
     conn: &mut AsyncPgConnection,
     filter: &ProductFilter,
@@ -256,7 +296,7 @@ pub async fn list_offset(
     offset: i64,
     limit: i64,
 ) -> QueryResult<(Vec<Product>, i64)> {
-    let total = filtered(filter).count().get_result(conn).await?;
+    let total = count(conn, filter).await?;
     let rows = ordered(filtered(filter), sort)
         .select(Product::as_select())
         .offset(offset)
@@ -282,4 +322,42 @@ pub async fn list_keyset(
         .limit(limit)
         .load(conn)
         .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{narrow_count_term, ProductFilter};
+
+    fn search(term: &str) -> ProductFilter {
+        ProductFilter {
+            search: Some(term.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_plain_public_searches_with_a_trigram_are_counted_narrow() {
+        assert_eq!(narrow_count_term(&search("lamp")), Some("lamp"));
+        assert_eq!(narrow_count_term(&search("a lamp")), Some("a lamp"));
+        assert_eq!(narrow_count_term(&search("Äöü")), Some("Äöü"));
+        assert_eq!(narrow_count_term(&search("ab")), None);
+        assert_eq!(narrow_count_term(&search("a b c d")), None);
+        assert_eq!(narrow_count_term(&search("%_%")), None);
+        assert_eq!(narrow_count_term(&ProductFilter::default()), None);
+        let admin = ProductFilter {
+            include_inactive: true,
+            ..search("lamp")
+        };
+        assert_eq!(narrow_count_term(&admin), None);
+        let in_stock = ProductFilter {
+            in_stock: true,
+            ..search("lamp")
+        };
+        assert_eq!(narrow_count_term(&in_stock), None);
+        let category = ProductFilter {
+            category_id: Some(1),
+            ..search("lamp")
+        };
+        assert_eq!(narrow_count_term(&category), None);
+    }
 }

@@ -477,6 +477,13 @@ async fn search_uses_the_trigram_index() {
         .explain(setup, &format!("SELECT count(*) FROM products WHERE {filter}"));
     assert!(count.contains("products_search_text_trgm_idx"), "{count}");
     assert!(!count.contains("Seq Scan"), "{count}");
+    // A plain public search counts its narrow copy (migration 000008).
+    app.db.execute("ANALYZE product_search");
+    let narrow = app.db.explain(
+        setup,
+        "SELECT count(*) FROM product_search WHERE search_text LIKE lower('%ABC1%')",
+    );
+    assert!(narrow.contains("product_search_trgm_idx"), "{narrow}");
     // The page: the index, or a walk down created_at that stops after 10
     // matches; never a whole-table scan.
     let page = app.db.explain(
@@ -484,4 +491,99 @@ async fn search_uses_the_trigram_index() {
         &format!("SELECT id FROM products WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT 10"),
     );
     assert!(!page.contains("Seq Scan"), "{page}");
+}
+
+/// Plain public searches count their `total` from `product_search`
+/// (migration 000008), kept by triggers: it must follow every change of
+/// name, description and activity, from the API and from bulk SQL.
+#[actix_web::test]
+async fn search_totals_follow_every_catalog_change() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let total = |r: crate::helpers::Res| r.data()["total"].as_i64().expect("total");
+    let brass = app.product(&admin, "Brass Lamp", "20.00", 5).await;
+    let desk = app.product(&admin, "Desk LAMP", "30.00", 0).await;
+    let chair = app
+        .post(
+            "/api/v1/products",
+            Some(&admin),
+            json!({"name": "Chair", "description": "goes with a lamp", "price": "40.00"}),
+        )
+        .await
+        .data()["id"]
+        .as_i64()
+        .expect("id");
+    app.product(&admin, "Table", "50.00", 1).await;
+    let lamps = |app: &'static str| format!("/api/v1/products?search={app}");
+    assert_eq!(total(app.get(&lamps("lamp"), None).await), 3);
+
+    // Described away, renamed into it, deactivated, reactivated.
+    let r = app
+        .put(
+            &format!("/api/v1/products/{chair}"),
+            Some(&admin),
+            json!({"description": "plain"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(total(app.get(&lamps("lamp"), None).await), 2);
+    app.put(
+        &format!("/api/v1/products/{chair}"),
+        Some(&admin),
+        json!({"name": "Lamp chair"}),
+    )
+    .await;
+    assert_eq!(total(app.get(&lamps("lamp"), None).await), 3);
+    app.delete(&format!("/api/v1/products/{desk}"), Some(&admin))
+        .await;
+    assert_eq!(total(app.get(&lamps("lamp"), None).await), 2);
+    // Admins search inactive products too (counted on `products`).
+    assert_eq!(total(app.get(&lamps("lamp"), Some(&admin)).await), 3);
+    app.put(
+        &format!("/api/v1/products/{desk}"),
+        Some(&admin),
+        json!({"is_active": true}),
+    )
+    .await;
+    assert_eq!(total(app.get(&lamps("lamp"), None).await), 3);
+    // Stock moves leave the search alone.
+    let r = app
+        .post(
+            &format!("/api/v1/products/{brass}/stock"),
+            Some(&admin),
+            json!({"delta": 3}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(total(app.get(&lamps("lamp"), None).await), 3);
+    // A term without three letters in a row is counted on `products`; one
+    // with a filter too. Both agree with the narrow count's products.
+    assert_eq!(total(app.get(&lamps("la"), None).await), 3);
+    assert_eq!(total(app.get(&lamps("lamp&in_stock=true"), None).await), 1);
+
+    // Bulk SQL, as the seed does: inserted (active or not), updated,
+    // deleted.
+    app.db.execute(
+        "INSERT INTO products (name, price, stock_quantity, is_active) \
+         SELECT 'Bulk lamp ' || g, 10, 1, g % 2 = 0 FROM generate_series(1, 50) g",
+    );
+    // (New URLs from here on: these writes bypass the API, and with it the
+    // response cache's invalidation.)
+    assert_eq!(total(app.get(&lamps("lamp&limit=12"), None).await), 3 + 25);
+    app.db
+        .execute("UPDATE products SET is_active = true WHERE name LIKE 'Bulk lamp %'");
+    app.db
+        .execute("UPDATE products SET name = 'Bulk item' WHERE name = 'Bulk lamp 2'");
+    app.db
+        .execute(&format!("DELETE FROM products WHERE id = {brass}"));
+    assert_eq!(total(app.get(&lamps("lamp&limit=13"), None).await), 2 + 49);
+    // Row for row, the table is what `products` says it is.
+    let drift = app.count(
+        "SELECT count(*) FROM products p FULL JOIN product_search s ON s.product_id = p.id \
+         WHERE (p.is_active AND s.product_id IS NULL) \
+            OR (s.product_id IS NOT NULL AND (p.id IS NULL OR NOT p.is_active \
+                                              OR s.search_text <> p.search_text))",
+    );
+    assert_eq!(drift, 0);
+    assert_eq!(app.count("SELECT count(*) FROM product_search"), 53);
 }
