@@ -45,3 +45,15 @@ CREATE TRIGGER products_search_updated AFTER UPDATE OF name, description, is_act
     FOR EACH ROW
     WHEN (OLD.search_text IS DISTINCT FROM NEW.search_text OR OLD.is_active IS DISTINCT FROM NEW.is_active)
     EXECUTE FUNCTION product_search_updated();
+
+-- Instances keep serving while a new one migrates. CREATE TRIGGER waited for
+-- every writer of `products` and now blocks new ones until this migration
+-- commits; what they changed after the copy above was taken is caught up
+-- here (each statement sees everything committed before it).
+INSERT INTO product_search (product_id, search_text)
+    SELECT p.id, p.search_text FROM products p
+    WHERE p.is_active AND NOT EXISTS (SELECT 1 FROM product_search s WHERE s.product_id = p.id);
+UPDATE product_search s SET search_text = p.search_text
+    FROM products p WHERE p.id = s.product_id AND s.search_text IS DISTINCT FROM p.search_text;
+DELETE FROM product_search s
+    WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = s.product_id AND p.is_active);
