@@ -196,7 +196,7 @@ pub async fn run(url: &str, products: i64, if_empty: bool) -> anyhow::Result<See
         done += n;
         tracing::info!(done, products, "seeded products");
     }
-    // Merge the search index's pending list now rather than in the first
+    // Merge the search indexes' pending lists now rather than in the first
     // searches (see migration 000006).
     for index in ["products_search_text_trgm_idx", "product_search_trgm_idx"] {
         sql_query(format!("SELECT gin_clean_pending_list('{index}')"))

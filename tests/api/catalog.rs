@@ -514,7 +514,7 @@ async fn search_totals_follow_every_catalog_change() {
         .as_i64()
         .expect("id");
     app.product(&admin, "Table", "50.00", 1).await;
-    let lamps = |app: &'static str| format!("/api/v1/products?search={app}");
+    let lamps = |query: &'static str| format!("/api/v1/products?search={query}");
     assert_eq!(total(app.get(&lamps("lamp"), None).await), 3);
 
     // Described away, renamed into it, deactivated, reactivated.

@@ -294,10 +294,7 @@ impl InventoryActor {
         .catch_unwind();
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.in_flight -= 1;
-            act.metrics
-                .inventory_batch_duration
-                .with_label_values(&["locked"])
-                .observe(started.elapsed().as_secs_f64());
+            act.batch_done("locked", started);
             match result {
                 Ok(Ok(done)) => {
                     act.known.extend(done.known);
@@ -323,6 +320,14 @@ impl InventoryActor {
             }
             act.schedule(ctx);
         }));
+    }
+
+    /// Records a batch's time from its first statement to its answer here.
+    fn batch_done(&self, path: &str, started: Instant) {
+        self.metrics
+            .inventory_batch_duration
+            .with_label_values(&[path])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn answer(&self, responders: Vec<Responder>, outcomes: Outcomes, places: Vec<bool>) {
@@ -549,10 +554,7 @@ impl InventoryActor {
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.fast_in_flight -= 1;
-            act.metrics
-                .inventory_batch_duration
-                .with_label_values(&["fast"])
-                .observe(started.elapsed().as_secs_f64());
+            act.batch_done("fast", started);
             let current = act.fast_generation == generation;
             match result {
                 Ok(rows) => {
