@@ -68,6 +68,12 @@ $LTN browse --only page --clients 16 --seconds "$SECS" --name v2-page-1
 $LTN browse --only page --deep-row 90000 --clients 16 --seconds "$SECS" --name v2-page-90000
 $LTN browse --only offset --deep-row 90000 --clients 16 --seconds "$SECS" --name v1-offset-90000
 kill $NOCACHE
+# The contrast: every v1 search counts its matches (cache.search_totals=0).
+COUNTING=$(APP__CACHE__ENABLED=false APP__CACHE__SEARCH_TOTALS=0 start_server 18084 "$OUT/server-counting.log")
+trap 'kill $SERVER $COUNTING 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18084/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+$BIN/loadtest --base-url http://127.0.0.1:18084 --out $OUT browse --only search --clients 4 --seconds "$SECS" --name search-c4-counting
+kill $COUNTING
 kill $SERVER
 
 # The flash sale on a fresh server, so its memory is the flash sale's own.

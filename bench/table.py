@@ -30,6 +30,7 @@ line("search (v1, with total) on 100k products, cache off, 1 client", "search-c1
 line("search (v1, with total) on 100k products, cache off, 4 clients", "search-c4")
 search = line("search (v1, with total) on 100k products, cache off, 16 clients", "search")
 search2 = line("search (v2 keyset, no total) on 100k products, cache off, 16 clients", "search-v2")
+line("search (v1) on 100k products, cache off, 4 clients, every total counted (cache.search_totals=0)", "search-c4-counting", "contrast")
 p1 = line("v2 page 1, cache off, 16 clients", "v2-page-1")
 p90 = line("v2 page at row 90,000, cache off, 16 clients", "v2-page-90000")
 line("v1 offset page at row 90,000 (contrast), cache off, 16 clients", "v1-offset-90000")

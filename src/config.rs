@@ -97,6 +97,9 @@ pub struct CacheSettings {
     pub enabled: bool,
     pub ttl_secs: u64,
     pub local_capacity: u64,
+    /// Search terms whose exact `total` is remembered per catalog version
+    /// (`models::product::SearchTotals`); 0 counts every search.
+    pub search_totals: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -37,6 +37,7 @@ use crate::{
         routes::{self, oauth::OAuthRedirects},
     },
     metrics::Metrics,
+    models::product::SearchTotals,
     pagination::CursorCodec,
 };
 
@@ -165,6 +166,7 @@ impl Application {
             ),
             cursors.clone(),
             cache.clone(),
+            SearchTotals::new(settings.cache.search_totals),
         );
 
         // The InventoryActor serializes every stock change; it gets a thread

@@ -17,7 +17,10 @@ use crate::{
     error::{AppError, FieldError},
     models::{
         category::{self, Category, CategoryChanges, CategoryCursor, NewCategory},
-        product::{self, NewProduct, Product, ProductChanges, ProductCursor, ProductFilter, ProductSort},
+        product::{
+            self, NewProduct, Product, ProductChanges, ProductCursor, ProductFilter, ProductSort,
+            SearchTotals,
+        },
     },
     pagination::{CursorCodec, Page, PageRequest},
 };
@@ -255,6 +258,7 @@ pub struct CatalogReader {
     pool: DbPool,
     cursors: CursorCodec,
     cache: Cache,
+    totals: SearchTotals,
 }
 
 /// A short, stable key for a listing request.
@@ -273,8 +277,13 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, AppError> {
 const MISSING: &str = "null";
 
 impl CatalogReader {
-    pub fn new(pool: DbPool, cursors: CursorCodec, cache: Cache) -> Self {
-        Self { pool, cursors, cache }
+    pub fn new(pool: DbPool, cursors: CursorCodec, cache: Cache, totals: SearchTotals) -> Self {
+        Self {
+            pool,
+            cursors,
+            cache,
+            totals,
+        }
     }
 
     pub async fn product_json(&self, id: i64, include_inactive: bool) -> Result<Arc<str>, AppError> {
@@ -354,7 +363,8 @@ impl CatalogReader {
         Ok(match page {
             PageRequest::Offset { page, limit } => {
                 let (items, total) =
-                    product::list_offset(&mut conn, filter, sort, (page - 1) * limit, limit).await?;
+                    product::list_offset(&mut conn, &self.totals, filter, sort, (page - 1) * limit, limit)
+                        .await?;
                 Page::Offset {
                     items,
                     page,

@@ -17,6 +17,7 @@ pub const TABLES: &[&str] = &[
     "categories",
     "products",
     "product_search",
+    "product_search_version",
     "orders",
     "order_items",
     "idempotency_keys",

@@ -63,6 +63,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    product_search_version (singleton) {
+        singleton -> Bool,
+        version -> Int8,
+    }
+}
+
+diesel::table! {
     products (id) {
         id -> Int8,
         #[max_length = 255]
@@ -126,6 +133,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     order_items,
     orders,
     product_search,
+    product_search_version,
     products,
     refresh_tokens,
     users,

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use diesel::{
     pg::Pg,
     prelude::*,
-    sql_types::{Bool, Int8, Numeric, Text, Timestamptz},
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
+    sql_types::{BigInt, Bool, Int8, Numeric, Text, Timestamptz},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -274,35 +275,100 @@ fn narrow_count_term(f: &ProductFilter) -> Option<&str> {
     (plain && trigram).then_some(term)
 }
 
-/// How many products the filter matches (the v1 `total`).
-async fn count(conn: &mut AsyncPgConnection, filter: &ProductFilter) -> QueryResult<i64> {
-    match narrow_count_term(filter) {
-        // A static query: prepared once per connection, its plan cached.
-        Some(term) => {
-            product_search::table
-                .filter(product_search::search_text.like(lower(super::user::like_pattern(term))))
+/// Exact `total`s of plain public searches (`narrow_count_term`), kept in
+/// memory per term with the `product_search_version` they were counted at
+/// (migration 000009: every transaction that changes `product_search`
+/// bumps it). A search asks only for the version, in one statement with
+/// the count, which Postgres runs only when the version moved; so a
+/// repeated term costs a one-row read instead of rechecking its thousands
+/// of matches, and a catalog change on any instance (or in plain SQL)
+/// makes every instance count again. Bounded (least recently used go).
+#[derive(Clone)]
+pub struct SearchTotals(Option<moka::future::Cache<String, (i64, i64)>>);
+
+impl SearchTotals {
+    /// Remembers up to `capacity` terms; 0 counts every time.
+    pub fn new(capacity: u64) -> Self {
+        Self((capacity > 0).then(|| moka::future::Cache::new(capacity)))
+    }
+
+    /// How many products the filter matches (the v1 `total`).
+    pub async fn count(&self, mut conn: &AsyncPgConnection, filter: &ProductFilter) -> QueryResult<i64> {
+        let Some(term) = narrow_count_term(filter) else {
+            return filtered(filter).count().get_result(&mut conn).await;
+        };
+        let pattern = super::user::like_pattern(term);
+        let Some(memo) = &self.0 else {
+            // A static query: prepared once per connection, its plan cached.
+            return product_search::table
+                .filter(product_search::search_text.like(lower(pattern)))
                 .count()
-                .get_result(conn)
-                .await
+                .get_result(&mut conn)
+                .await;
+        };
+        let known = memo.get(term).await;
+        let (version, counted) = CountSearch {
+            known: known.map_or(0, |(version, _)| version),
+            pattern,
         }
-        None => filtered(filter).count().get_result(conn).await,
+        .get_result::<(i64, Option<i64>)>(&mut conn)
+        .await?;
+        match (counted, known) {
+            (Some(total), _) => {
+                memo.insert(term.to_owned(), (version, total)).await;
+                Ok(total)
+            }
+            (None, Some((_, total))) => Ok(total),
+            // The version matched the 0 sent for "nothing known": versions
+            // start at 1, so only a corrupted row gets here.
+            (None, None) => Err(diesel::result::Error::NotFound),
+        }
     }
 }
 
+/// `product_search_version`, and in the same statement (one snapshot) the
+/// count of a search's matches unless the version is still `known`: an
+/// uncorrelated subquery in a CASE branch not taken is never run.
+#[derive(QueryId)]
+struct CountSearch {
+    known: i64,
+    pattern: String,
+}
+
+impl QueryFragment<Pg> for CountSearch {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT v.version, CASE WHEN v.version = ");
+        out.push_bind_param::<BigInt, _>(&self.known)?;
+        out.push_sql(
+            " THEN NULL ELSE (SELECT count(*) FROM product_search s WHERE s.search_text LIKE lower(",
+        );
+        out.push_bind_param::<Text, _>(&self.pattern)?;
+        out.push_sql(")) END FROM product_search_version v");
+        Ok(())
+    }
+}
+
+impl Query for CountSearch {
+    type SqlType = (BigInt, diesel::sql_types::Nullable<BigInt>);
+}
+
+/// A v1 page and its `total`, pipelined on the connection (one round trip).
 pub async fn list_offset(
     conn: &mut AsyncPgConnection,
+    totals: &SearchTotals,
     filter: &ProductFilter,
     sort: ProductSort,
     offset: i64,
     limit: i64,
 ) -> QueryResult<(Vec<Product>, i64)> {
-    let total = count(conn, filter).await?;
+    let conn: &AsyncPgConnection = conn;
+    let mut rows_conn = conn;
     let rows = ordered(filtered(filter), sort)
         .select(Product::as_select())
         .offset(offset)
         .limit(limit)
-        .load(conn)
-        .await?;
+        .load(&mut rows_conn);
+    let (total, rows) = futures_util::future::try_join(totals.count(conn, filter), rows).await?;
     Ok((rows, total))
 }
 

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_on, TestApp};
 
 async fn admin(app: &TestApp) -> String {
     app.user_with_role("admin@example.com", "admin").await.access
@@ -586,4 +586,114 @@ async fn search_totals_follow_every_catalog_change() {
     );
     assert_eq!(drift, 0);
     assert_eq!(app.count("SELECT count(*) FROM product_search"), 53);
+}
+
+/// Each instance remembers search totals per catalog version (migration
+/// 000009); a change made through another instance, which has its own
+/// memory, shows in the very next total here. The response cache is off,
+/// so every total below comes from the remembered count or a new one.
+#[actix_web::test]
+async fn remembered_search_totals_follow_changes_made_on_another_instance() {
+    let a = spawn_app_with(|s| s.cache.enabled = false).await;
+    let b = spawn_on(a.db.clone(), a.settings.clone()).await;
+    let admin = admin(&a).await;
+    let total = |r: crate::helpers::Res| r.data()["total"].as_i64().expect("total");
+    let lamp = a.product(&admin, "Brass lamp", "20.00", 5).await;
+    a.product(&admin, "Desk lamp", "30.00", 5).await;
+    for _ in 0..3 {
+        assert_eq!(total(a.get("/api/v1/products?search=lamp", None).await), 2);
+    }
+    b.product(&admin, "Floor lamp", "40.00", 5).await;
+    assert_eq!(total(a.get("/api/v1/products?search=lamp", None).await), 3);
+    let r = b
+        .put(
+            &format!("/api/v1/products/{lamp}"),
+            Some(&admin),
+            json!({"name": "Brass bowl", "description": "A bowl"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(total(a.get("/api/v1/products?search=lamp", None).await), 2);
+    // Stock moves (the InventoryActor's) leave the version alone.
+    let version = || a.count("SELECT version FROM product_search_version");
+    let before = version();
+    b.post(
+        &format!("/api/v1/products/{lamp}/stock"),
+        Some(&admin),
+        json!({"delta": 3}),
+    )
+    .await;
+    assert_eq!(version(), before);
+    // One bump per transaction, however many rows it changes.
+    a.db.execute("UPDATE products SET description = 'bulk ' || id WHERE name LIKE '%lamp%'");
+    assert_eq!(version(), before + 1);
+    assert_eq!(total(a.get("/api/v1/products?search=bulk", None).await), 2);
+    // Plain SQL, with a savepoint rolled back: its change is gone and so is
+    // its bump; the change after it bumps.
+    a.db.batch(
+        "BEGIN; SAVEPOINT s; UPDATE products SET name = 'Lamp shade' WHERE id = 1; \
+         ROLLBACK TO s; INSERT INTO products (name, price) VALUES ('Wall lamp', 9); COMMIT",
+    );
+    assert_eq!(version(), before + 2);
+    assert_eq!(total(a.get("/api/v1/products?search=lamp", None).await), 3);
+}
+
+/// Totals stay exact while another instance changes the catalog under
+/// concurrent searches: once the writers stop, the next total is the
+/// table's count, whatever was remembered in between.
+#[actix_web::test]
+async fn remembered_search_totals_are_exact_after_concurrent_changes() {
+    let a = spawn_app_with(|s| s.cache.enabled = false).await;
+    let b = spawn_on(a.db.clone(), a.settings.clone()).await;
+    let admin = admin(&a).await;
+    let mut ids = Vec::new();
+    for n in 0..16 {
+        ids.push(a.product(&admin, &format!("Lamp {n}"), "10.00", 1).await);
+    }
+    let writers = ids.chunks(4).map(|chunk| {
+        let (b, admin) = (&b, &admin);
+        async move {
+            for round in 0..6 {
+                for (i, id) in chunk.iter().enumerate() {
+                    // Deactivate, rename away, bring back: every change moves
+                    // the count of "lamp".
+                    let body = match (round + i) % 3 {
+                        0 => json!({"is_active": false}),
+                        1 => {
+                            json!({"is_active": true, "name": format!("Vase {id}"), "description": "a vase"})
+                        }
+                        _ => json!({"name": format!("Lamp {id}"), "description": "a lamp"}),
+                    };
+                    let r = b.put(&format!("/api/v1/products/{id}"), Some(admin), body).await;
+                    assert_eq!(r.status, StatusCode::OK);
+                }
+            }
+        }
+    });
+    let readers = (0..4).map(|_| {
+        let a = &a;
+        async move {
+            let mut seen = Vec::new();
+            for _ in 0..30 {
+                let r = a.get("/api/v1/products?search=lamp&limit=1", None).await;
+                seen.push(r.data()["total"].as_i64().expect("total"));
+            }
+            seen
+        }
+    });
+    let (_, seen) = futures_util::future::join(
+        futures_util::future::join_all(writers),
+        futures_util::future::join_all(readers),
+    )
+    .await;
+    assert!(seen.iter().flatten().all(|t| (0..=16).contains(t)), "{seen:?}");
+    let expected = a.count(
+        "SELECT count(*) FROM products WHERE is_active \
+         AND (name ILIKE '%lamp%' OR description ILIKE '%lamp%')",
+    );
+    assert!(expected < 16, "the writers changed something: {expected}");
+    for app in [&a, &b] {
+        let r = app.get("/api/v1/products?search=lamp&limit=1", None).await;
+        assert_eq!(r.data()["total"].as_i64(), Some(expected));
+    }
 }

@@ -114,6 +114,15 @@ impl TestDb {
         })
     }
 
+    /// Runs several statements (simple protocol), e.g. a transaction.
+    pub fn batch(&self, sql: &str) {
+        let (url, sql) = (self.url.clone(), sql.to_owned());
+        blocking(move || {
+            let mut conn = SyncConn::establish(&url).expect("connect");
+            conn.batch_execute(&sql).expect("batch")
+        })
+    }
+
     /// The plan Postgres chooses for `sql`.
     /// `EXPLAIN sql` on a connection set up with `session_setup` (the same
     /// settings the server's pool gives its connections).
