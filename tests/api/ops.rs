@@ -166,7 +166,15 @@ async fn metrics_expose_http_inventory_orders_pools_and_cache() {
 async fn production_logs_are_json_with_context_and_no_secrets() {
     let db = TestDb::new();
     let secret = "production-secret-that-must-never-be-logged-0123456789";
-    let (child, base) = start_binary(
+    // The logs go to a file: debug logs fill a pipe's 64 KiB before the
+    // test would read them, and the server would block writing.
+    let log_path = std::env::temp_dir().join(format!(
+        "storefront-logs-{}-{}.jsonl",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let (mut child, base) = start_binary(
         &db.url,
         &[
             ("APP_ENVIRONMENT", "production"),
@@ -174,7 +182,7 @@ async fn production_logs_are_json_with_context_and_no_secrets() {
             ("JWT_SECRET", secret),
             ("RUST_LOG", "debug"),
         ],
-        std::process::Stdio::piped(),
+        std::process::Stdio::from(log_file),
     )
     .await;
     let client = reqwest::Client::new();
@@ -226,8 +234,9 @@ async fn production_logs_are_json_with_context_and_no_secrets() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
-    let output = blocking(move || child.wait_with_output().expect("output"));
-    let text = String::from_utf8(output.stdout).expect("utf8");
+    blocking(move || child.wait().expect("wait"));
+    let text = std::fs::read_to_string(&log_path).expect("logs");
+    let _ = std::fs::remove_file(&log_path);
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
