@@ -18,6 +18,7 @@ pub struct Metrics {
     pub inventory_queue_depth: IntGauge,
     pub inventory_batches: IntCounterVec,
     pub inventory_batch_duration: HistogramVec,
+    pub inventory_foreign_writes: IntCounter,
     pub orders_placed: IntCounter,
     pub orders_rejected: IntCounterVec,
     pub cache_hits: IntCounter,
@@ -65,6 +66,12 @@ impl Metrics {
             ),
             &["path"],
         ));
+        let inventory_foreign_writes = must(IntCounter::new(
+            "inventory_foreign_writes_total",
+            "Fast batches that found a product row moved by another writer (another \
+             instance, SQL outside the server); while they come, one fast batch is in \
+             flight at a time instead of four",
+        ));
         let inventory_batch_duration = must(HistogramVec::new(
             HistogramOpts::new(
                 "inventory_batch_duration_seconds",
@@ -101,6 +108,7 @@ impl Metrics {
             Box::new(inventory_queue_depth.clone()),
             Box::new(inventory_batches.clone()),
             Box::new(inventory_batch_duration.clone()),
+            Box::new(inventory_foreign_writes.clone()),
             Box::new(orders_placed.clone()),
             Box::new(orders_rejected.clone()),
             Box::new(cache_hits.clone()),
@@ -117,6 +125,7 @@ impl Metrics {
             inventory_queue_depth,
             inventory_batches,
             inventory_batch_duration,
+            inventory_foreign_writes,
             orders_placed,
             orders_rejected,
             cache_hits,

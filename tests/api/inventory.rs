@@ -274,12 +274,16 @@ async fn orders_see_stock_price_and_activity_changed_behind_the_actors_back() {
     // actor expected), and the actor learns the real figure from the reply:
     // the next orders are decided on the fast path from it.
     fast_path_back().await;
+    assert_eq!(metric(&app, "storefront_inventory_foreign_writes_total").await, 0);
     set_stock(7);
     assert_eq!(
         order(&app, &users[0].1, product, 1).await.status,
         StatusCode::CREATED
     );
     assert_eq!(app.stock_of(product), 6);
+    // The actor saw another writer (and keeps one fast batch in flight
+    // for a second).
+    assert_eq!(metric(&app, "storefront_inventory_foreign_writes_total").await, 1);
     assert_eq!(
         order(&app, &users[1].1, product, 5).await.status,
         StatusCode::CREATED
@@ -378,6 +382,15 @@ async fn a_fast_batch_never_commits_after_an_earlier_one_failed() {
 
 /// `storefront_inventory_batches_total{path}` from /metrics.
 async fn batches(app: &TestApp, path: &str) -> i64 {
+    metric(
+        app,
+        &format!("storefront_inventory_batches_total{{path=\"{path}\"}}"),
+    )
+    .await
+}
+
+/// A sample of /metrics by its name and labels; 0 when absent.
+async fn metric(app: &TestApp, series: &str) -> i64 {
     let text = app
         .client
         .get(app.url("/metrics"))
@@ -387,7 +400,7 @@ async fn batches(app: &TestApp, path: &str) -> i64 {
         .text()
         .await
         .expect("body");
-    let prefix = format!("storefront_inventory_batches_total{{path=\"{path}\"}} ");
+    let prefix = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map_or(0, |n| n.trim().parse().expect("a count"))

@@ -115,6 +115,9 @@ pub struct InventoryActor {
     /// actor expected (sold or restocked elsewhere), summed: fast batches
     /// still in flight were decided before the latest corrections.
     drift: HashMap<i64, i64>,
+    /// Until when another writer counts as selling the same products
+    /// (`correct` saw a row off from what this actor expected).
+    contended_until: Option<Instant>,
     /// A `refill_ids` statement is in flight.
     refilling: bool,
     /// Requests of failed fast batches, in arrival order: they go back to
@@ -140,6 +143,15 @@ enum FastConn {
 
 /// Fast batches in flight at once on the fast connection.
 const FAST_MAX_IN_FLIGHT: usize = 4;
+/// ...and while another writer (another instance) was seen moving the same
+/// rows in the last `CONTENDED_FOR`: then every batch waits for the other
+/// writer's row lock anyway, so pipelining gains nothing, and more batches
+/// in flight only cut the same orders into smaller batches, each paying the
+/// per-batch cost. Two instances sold 10-15% more with one in flight than
+/// with four (BENCHMARKS.md, session 6); one instance alone sells more with
+/// four.
+const CONTENDED_MAX_IN_FLIGHT: usize = 1;
+const CONTENDED_FOR: Duration = Duration::from_secs(1);
 /// When fewer than `SPARE_LOW` spare order or item ids are left, this many
 /// more are fetched: on the fast connection, pipelined with its batches
 /// (`refill_ids`), or by the locking statement when there is no fast path
@@ -175,6 +187,7 @@ impl InventoryActor {
             fast_confirmed: None,
             fast_seq: 0,
             drift: HashMap::new(),
+            contended_until: None,
             refilling: false,
             retry: Vec::new(),
         }
@@ -358,6 +371,8 @@ impl InventoryActor {
                 continue;
             }
             *drift += delta;
+            self.contended_until = Some(Instant::now() + CONTENDED_FOR);
+            self.metrics.inventory_foreign_writes.inc();
             if let Some(p) = self.known.get_mut(id) {
                 p.stock = i32::try_from((i64::from(p.stock) - delta).max(0)).unwrap_or(i32::MAX);
             }
@@ -424,6 +439,14 @@ impl InventoryActor {
         }));
     }
 
+    fn fast_max_in_flight(&self) -> usize {
+        if self.contended_until.is_some_and(|t| Instant::now() < t) {
+            CONTENDED_MAX_IN_FLIGHT
+        } else {
+            FAST_MAX_IN_FLIGHT
+        }
+    }
+
     /// The fast path's connection, when the next `n` requests can take it:
     /// only orders, for products known to be active, no locking batch in
     /// flight (its decisions are not in `known` yet), ids to spare.
@@ -433,7 +456,7 @@ impl InventoryActor {
         };
         if !self.settings.fast_path
             || self.panic_next_batch
-            || self.fast_in_flight >= FAST_MAX_IN_FLIGHT
+            || self.fast_in_flight >= self.fast_max_in_flight()
             || self.fast_paused_until.is_some_and(|t| Instant::now() < t)
         {
             return Fast::No;
