@@ -563,7 +563,7 @@ impl InventoryActor {
             let c: &AsyncPgConnection = &conn;
             let mut c = c;
             match stmt.get_result::<sql::Written>(&mut c).await {
-                Ok((ids, stocks, _)) => {
+                Ok((ids, stocks, ..)) => {
                     invalidate(&cache, &changed).await;
                     Ok(ids.into_iter().zip(stocks).collect::<Vec<(i64, i32)>>())
                 }

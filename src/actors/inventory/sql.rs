@@ -71,6 +71,12 @@ impl Query for LockProducts {
 /// their items (multi-row), cancelled orders and completed idempotency keys.
 /// Foreign keys between the new orders and items are checked at the end of
 /// the statement, when both exist.
+///
+/// The inserts run first and the stock update last (the main query reads
+/// `w.written` before `s`), so the product rows are locked only for the end
+/// of the statement and the commit: another instance's batch for the same
+/// product waits that long, not for the inserts too. If the update does not
+/// match every row, the whole statement fails and the inserts with it.
 #[derive(QueryId, Default)]
 pub struct WriteBatch {
     pub stock_ids: Vec<i64>,
@@ -193,24 +199,29 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_sql("::bigint IS NOT NULL THEN set_config('storefront.fast_batch', ");
         out.push_bind_param::<Nullable<BigInt>, _>(&self.next_fence)?;
         out.push_sql(
-            "::text, false) END \
-             FROM (SELECT storefront_expect_rows((SELECT count(*) FROM s), ",
+            "::text, false) END, g.written \
+             FROM (SELECT w.written, storefront_expect_rows((SELECT count(*) FROM s), ",
         );
         out.push_bind_param::<BigInt, _>(&self.stock_rows)?;
         out.push_sql(
             ") AS matched, ARRAY(SELECT id FROM s ORDER BY id) AS ids, \
-                    ARRAY(SELECT stock_quantity FROM s ORDER BY id) AS stocks OFFSET 0) g",
+                    ARRAY(SELECT stock_quantity FROM s ORDER BY id) AS stocks \
+                FROM (SELECT (SELECT count(*) FROM o) + (SELECT count(*) FROM i) \
+                           + (SELECT count(*) FROM c) + (SELECT count(*) FROM k) AS written \
+                      OFFSET 0) w \
+                OFFSET 0) g",
         );
         Ok(())
     }
 }
 
 /// What a batch statement returns: the products it updated (id order) and
-/// their stock after it.
-pub type Written = (Vec<i64>, Vec<i32>, Option<String>);
+/// their stock after it (then the fence setting and the rows inserted or
+/// updated, which are only there to run the inserts first).
+pub type Written = (Vec<i64>, Vec<i32>, Option<String>, i64);
 
 impl Query for WriteBatch {
-    type SqlType = (Array<Int8>, Array<Int4>, Nullable<Text>);
+    type SqlType = (Array<Int8>, Array<Int4>, Nullable<Text>, BigInt);
 }
 
 /// Order and item ids for the fast path, fetched ahead on its connection.
