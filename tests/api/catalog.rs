@@ -491,6 +491,67 @@ async fn search_uses_the_trigram_index() {
         &format!("SELECT id FROM products WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT 10"),
     );
     assert!(!page.contains("Seq Scan"), "{page}");
+    // The pages planned from a remembered total (`SearchPlan`): their shape
+    // fixes the plan, custom or generic.
+    for mode in ["auto", "force_generic_plan"] {
+        for walk in [true, false] {
+            let sql = storefront::models::product::search_page_sql(walk);
+            let plan = app.db.explain(
+                &format!("{setup}; SET plan_cache_mode = {mode}; PREPARE page(text, int8, int8) AS {sql}"),
+                "EXECUTE page('%abc1%', 20, 0)",
+            );
+            let (uses, avoids) = match walk {
+                true => ("products_created_at_id_idx", "products_search_text_trgm_idx"),
+                false => ("products_search_text_trgm_idx", "products_created_at_id_idx"),
+            };
+            assert!(
+                plan.contains(uses) && !plan.contains(avoids),
+                "{mode}, walk {walk}: {plan}"
+            );
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+        }
+    }
+}
+
+/// A search page planned from a remembered total (a walk down `created_at`
+/// for common terms, the trigram index for rare ones, nothing at all for a
+/// term known to match nothing) is the page the planner's own query
+/// returns: same rows, same order (ties on `created_at` included), same
+/// total, on every page.
+#[actix_web::test]
+async fn planned_search_pages_are_the_planners_pages() {
+    let a = spawn_app_with(|s| s.cache.enabled = false).await;
+    let mut settings = a.settings.clone();
+    settings.cache.search_totals = 0;
+    let b = spawn_on(a.db.clone(), settings).await;
+    a.db.execute(
+        "INSERT INTO products (name, description, price, stock_quantity, is_active, created_at) \
+         SELECT CASE WHEN g % 4 = 0 THEN 'Chair ' ELSE 'Lamp ' END || g, \
+                CASE WHEN g IN (7, 21) THEN 'a vase too' END, 10, 1, g <> 13, \
+                now() - (g / 2) * interval '1 minute' \
+         FROM generate_series(1, 40) g",
+    );
+    a.db.execute("ANALYZE products");
+    a.db.execute("ANALYZE product_search");
+    for term in ["lamp", "vase", "zebra", "chair"] {
+        for page in 1..=7 {
+            let path = format!("/api/v1/products?search={term}&limit=5&page={page}");
+            // The first fills the memory, the second is planned from it.
+            for _ in 0..2 {
+                let (planned, planner) = (a.get(&path, None).await, b.get(&path, None).await);
+                assert_eq!(planned.status, StatusCode::OK);
+                assert_eq!(planned.data(), planner.data(), "{path}");
+            }
+        }
+    }
+    let total = |r: crate::helpers::Res| r.data()["total"].as_i64().expect("total");
+    assert_eq!(total(a.get("/api/v1/products?search=lamp", None).await), 29);
+    assert_eq!(total(a.get("/api/v1/products?search=zebra", None).await), 0);
+    // Known to match nothing, until it does.
+    a.db.execute("INSERT INTO products (name, price) VALUES ('Zebra print rug', 30)");
+    let r = a.get("/api/v1/products?search=zebra", None).await;
+    assert_eq!(r.data()["total"], 1);
+    assert_eq!(r.data()["items"][0]["name"], "Zebra print rug");
 }
 
 /// Plain public searches count their `total` from `product_search`
