@@ -373,7 +373,7 @@ impl CatalogReader {
                 }
             }
             PageRequest::Keyset { after, limit } => {
-                let rows = product::list_keyset(&mut conn, filter, sort, after, limit + 1)
+                let rows = product::list_keyset(&mut conn, &self.totals, filter, sort, after, limit + 1)
                     .await
                     .map_err(|_| AppError::invalid_field("cursor", "is invalid or was tampered with"))??;
                 self.cursors

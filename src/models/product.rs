@@ -205,6 +205,12 @@ fn ordered(q: Boxed<'static>, sort: ProductSort) -> Boxed<'static> {
 #[error("invalid cursor")]
 pub struct BadCursor;
 
+/// A `created_at` cursor value: microseconds since the epoch.
+fn micros_cursor(value: &str) -> Result<DateTime<Utc>, BadCursor> {
+    let micros: i64 = value.parse().map_err(|_| BadCursor)?;
+    DateTime::<Utc>::from_timestamp_micros(micros).ok_or(BadCursor)
+}
+
 /// Row-value comparison `(col, id) > / < (v, id)`: one index range scan, so a
 /// deep page costs what the first does.
 fn after(
@@ -222,8 +228,7 @@ fn after(
     let head = format!("({col}, products.id) {op} (");
     let q = match sort {
         ProductSort::NewestFirst | ProductSort::OldestFirst => {
-            let micros: i64 = value.parse().map_err(|_| BadCursor)?;
-            let ts = DateTime::<Utc>::from_timestamp_micros(micros).ok_or(BadCursor)?;
+            let ts = micros_cursor(&value)?;
             q.filter(
                 diesel::dsl::sql::<Bool>(&head)
                     .bind::<Timestamptz, _>(ts)
@@ -421,6 +426,8 @@ macro_rules! search_page {
         #[derive(QueryId)]
         struct $name {
             pattern: String,
+            /// Keyset position (v2), or `SearchPage::start()` (v1).
+            after: (DateTime<Utc>, i64),
             limit: i64,
             offset: i64,
         }
@@ -434,7 +441,11 @@ macro_rules! search_page {
                     " LIKE (SELECT lower("
                 ));
                 out.push_bind_param::<Text, _>(&self.pattern)?;
-                out.push_sql(concat!(")) ORDER BY ", $order, " DESC, id DESC LIMIT "));
+                out.push_sql(concat!(")) AND (", $order, ", id) < ("));
+                out.push_bind_param::<Timestamptz, _>(&self.after.0)?;
+                out.push_sql(", ");
+                out.push_bind_param::<BigInt, _>(&self.after.1)?;
+                out.push_sql(concat!(") ORDER BY ", $order, " DESC, id DESC LIMIT "));
                 out.push_bind_param::<BigInt, _>(&self.limit)?;
                 out.push_sql(" OFFSET ");
                 out.push_bind_param::<BigInt, _>(&self.offset)?;
@@ -446,6 +457,54 @@ macro_rules! search_page {
             type SqlType = <ProductColumns as diesel::Expression>::SqlType;
         }
     };
+}
+
+/// A planned search page: newest first, the rows after `after`, skipping
+/// `offset` of them.
+struct SearchPage {
+    pattern: String,
+    after: (DateTime<Utc>, i64),
+    limit: i64,
+    offset: i64,
+}
+
+impl SearchPage {
+    /// After everything: the first page (no product is created after 9999).
+    fn start() -> (DateTime<Utc>, i64) {
+        let end = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        (end, i64::MAX)
+    }
+
+    async fn load(self, plan: SearchPlan, mut conn: &AsyncPgConnection) -> QueryResult<Vec<Product>> {
+        let Self {
+            pattern,
+            after,
+            limit,
+            offset,
+        } = self;
+        match plan {
+            SearchPlan::Walk => {
+                SearchPageWalk {
+                    pattern,
+                    after,
+                    limit,
+                    offset,
+                }
+                .load(&mut conn)
+                .await
+            }
+            SearchPlan::Bitmap => {
+                SearchPageBitmap {
+                    pattern,
+                    after,
+                    limit,
+                    offset,
+                }
+                .load(&mut conn)
+                .await
+            }
+        }
+    }
 }
 
 type ProductColumns = (
@@ -464,12 +523,14 @@ search_page!(SearchPageWalk, "(search_text || '')", "created_at");
 search_page!(SearchPageBitmap, "search_text", "(created_at + interval '0 s')");
 
 /// The SQL of a planned search page (`walk` or the bitmap), with `$1`
-/// pattern, `$2` limit and `$3` offset: for tests that EXPLAIN it.
+/// pattern, `($2, $3)` the keyset position, `$4` limit and `$5` offset: for
+/// tests that EXPLAIN it.
 pub fn search_page_sql(walk: bool) -> String {
-    let (pattern, limit, offset) = (String::new(), 0, 0);
+    let (pattern, after, limit, offset) = (String::new(), SearchPage::start(), 0, 0);
     let sql = if walk {
         diesel::debug_query::<Pg, _>(&SearchPageWalk {
             pattern,
+            after,
             limit,
             offset,
         })
@@ -477,6 +538,7 @@ pub fn search_page_sql(walk: bool) -> String {
     } else {
         diesel::debug_query::<Pg, _>(&SearchPageBitmap {
             pattern,
+            after,
             limit,
             offset,
         })
@@ -485,7 +547,64 @@ pub fn search_page_sql(walk: bool) -> String {
     sql.split(" -- binds").next().unwrap_or_default().to_owned()
 }
 
-/// A v1 page and its `total`, pipelined on the connection (one round trip).
+/// The page planned from a remembered count, when there is one to plan
+/// from: a plain public search, newest first.
+fn planned_page(
+    filter: &ProductFilter,
+    sort: ProductSort,
+    known: Option<Counted>,
+    after: Option<(DateTime<Utc>, i64)>,
+    limit: i64,
+    offset: i64,
+) -> Option<(SearchPlan, SearchPage)> {
+    let (term, known) = (narrow_count_term(filter)?, known?);
+    if sort != ProductSort::NewestFirst {
+        return None;
+    }
+    let page = SearchPage {
+        pattern: super::user::like_pattern(term),
+        after: after.unwrap_or_else(SearchPage::start),
+        limit,
+        offset,
+    };
+    Some((search_plan(known, offset, limit), page))
+}
+
+/// A page of products and its `total`, pipelined on the connection (one
+/// round trip): planned from the remembered count where there is one
+/// (`SearchPage`), else by Postgres (`fallback`).
+async fn page_and_total<F>(
+    conn: &AsyncPgConnection,
+    totals: &SearchTotals,
+    filter: &ProductFilter,
+    planned: impl FnOnce(Option<Counted>) -> Option<(SearchPlan, SearchPage)>,
+    fallback: impl FnOnce() -> F,
+) -> QueryResult<(Vec<Product>, i64)>
+where
+    F: std::future::Future<Output = QueryResult<Vec<Product>>>,
+{
+    let known = totals.remembered(filter).await;
+    // Known to match nothing: if the version still says so, there is no
+    // page to read (a rare term's trigram lookup alone costs ~2 ms).
+    if known.is_some_and(|k| k.total == 0) {
+        let total = totals.count(conn, filter, known).await?;
+        let rows = match total {
+            0 => Vec::new(),
+            _ => fallback().await?,
+        };
+        return Ok((rows, total));
+    }
+    let rows = async {
+        match planned(known) {
+            Some((plan, page)) => page.load(plan, conn).await,
+            None => fallback().await,
+        }
+    };
+    let (total, rows) = futures_util::future::try_join(totals.count(conn, filter, known), rows).await?;
+    Ok((rows, total))
+}
+
+/// A v1 page and its `total`.
 pub async fn list_offset(
     conn: &mut AsyncPgConnection,
     totals: &SearchTotals,
@@ -495,72 +614,52 @@ pub async fn list_offset(
     limit: i64,
 ) -> QueryResult<(Vec<Product>, i64)> {
     let conn: &AsyncPgConnection = conn;
-    let mut rows_conn = conn;
-    let planned = |q: Boxed<'static>| {
-        ordered(q, sort)
+    let fallback = || {
+        let mut conn = conn;
+        ordered(filtered(filter), sort)
             .select(Product::as_select())
             .offset(offset)
             .limit(limit)
+            .load(&mut conn)
     };
-    let known = totals.remembered(filter).await;
-    // Known to match nothing: if the version still says so, there is no
-    // page to read (a rare term's trigram lookup alone costs ~2 ms).
-    if known.is_some_and(|k| k.total == 0) {
-        let total = totals.count(conn, filter, known).await?;
-        let rows = match total {
-            0 => Vec::new(),
-            _ => planned(filtered(filter)).load(&mut rows_conn).await?,
-        };
-        return Ok((rows, total));
-    }
-    let rows = async {
-        match (narrow_count_term(filter), known, sort) {
-            (Some(term), Some(k), ProductSort::NewestFirst) => {
-                let pattern = super::user::like_pattern(term);
-                match search_plan(k, offset, limit) {
-                    SearchPlan::Walk => {
-                        SearchPageWalk {
-                            pattern,
-                            limit,
-                            offset,
-                        }
-                        .load::<Product>(&mut rows_conn)
-                        .await
-                    }
-                    SearchPlan::Bitmap => {
-                        SearchPageBitmap {
-                            pattern,
-                            limit,
-                            offset,
-                        }
-                        .load::<Product>(&mut rows_conn)
-                        .await
-                    }
-                }
-            }
-            _ => planned(filtered(filter)).load(&mut rows_conn).await,
-        }
-    };
-    let (total, rows) = futures_util::future::try_join(totals.count(conn, filter, known), rows).await?;
-    Ok((rows, total))
+    let planned = |known| planned_page(filter, sort, known, None, limit, offset);
+    page_and_total(conn, totals, filter, planned, fallback).await
 }
 
+/// A v2 page (`limit` rows after `cursor`). A plain public search asks for
+/// its count too (remembered, as for v1) to plan its pages from it; v2 does
+/// not show it.
 pub async fn list_keyset(
     conn: &mut AsyncPgConnection,
+    totals: &SearchTotals,
     filter: &ProductFilter,
     sort: ProductSort,
     cursor: Option<ProductCursor>,
     limit: i64,
 ) -> Result<QueryResult<Vec<Product>>, BadCursor> {
     let mut q = filtered(filter);
+    let mut position = None;
     if let Some(c) = cursor {
+        if sort == ProductSort::NewestFirst {
+            position = Some((micros_cursor(&c.0)?, c.1));
+        }
         q = after(q, sort, c)?;
     }
-    Ok(ordered(q, sort)
-        .select(Product::as_select())
-        .limit(limit)
-        .load(conn)
-        .await)
+    let conn: &AsyncPgConnection = conn;
+    let fallback = move || {
+        let mut conn = conn;
+        ordered(q, sort)
+            .select(Product::as_select())
+            .limit(limit)
+            .load(&mut conn)
+    };
+    if narrow_count_term(filter).is_none() || totals.0.is_none() || sort != ProductSort::NewestFirst {
+        return Ok(fallback().await);
+    }
+    let planned = |known| planned_page(filter, sort, known, position, limit, 0);
+    Ok(page_and_total(conn, totals, filter, planned, fallback)
+        .await
+        .map(|(rows, _)| rows))
 }
 
 #[cfg(test)]

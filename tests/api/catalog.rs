@@ -497,8 +497,11 @@ async fn search_uses_the_trigram_index() {
         for walk in [true, false] {
             let sql = storefront::models::product::search_page_sql(walk);
             let plan = app.db.explain(
-                &format!("{setup}; SET plan_cache_mode = {mode}; PREPARE page(text, int8, int8) AS {sql}"),
-                "EXECUTE page('%abc1%', 20, 0)",
+                &format!(
+                    "{setup}; SET plan_cache_mode = {mode}; \
+                     PREPARE page(text, timestamptz, int8, int8, int8) AS {sql}"
+                ),
+                "EXECUTE page('%abc1%', now(), 9223372036854775807, 20, 0)",
             );
             let (uses, avoids) = match walk {
                 true => ("products_created_at_id_idx", "products_search_text_trgm_idx"),
@@ -517,7 +520,7 @@ async fn search_uses_the_trigram_index() {
 /// for common terms, the trigram index for rare ones, nothing at all for a
 /// term known to match nothing) is the page the planner's own query
 /// returns: same rows, same order (ties on `created_at` included), same
-/// total, on every page.
+/// total, on every v1 page and every v2 page.
 #[actix_web::test]
 async fn planned_search_pages_are_the_planners_pages() {
     let a = spawn_app_with(|s| s.cache.enabled = false).await;
@@ -542,6 +545,30 @@ async fn planned_search_pages_are_the_planners_pages() {
                 assert_eq!(planned.status, StatusCode::OK);
                 assert_eq!(planned.data(), planner.data(), "{path}");
             }
+        }
+    }
+    // v2: every page, following each instance's own cursors.
+    for term in ["lamp", "vase", "zebra", "chair"] {
+        for _ in 0..2 {
+            let (mut next_a, mut next_b) = (Some(String::new()), Some(String::new()));
+            let mut pages = 0;
+            while let (Some(ca), Some(cb)) = (next_a.take(), next_b.take()) {
+                let path = |c: &str| match c {
+                    "" => format!("/api/v2/products?search={term}&limit=4"),
+                    c => format!("/api/v2/products?search={term}&limit=4&cursor={c}"),
+                };
+                let (planned, planner) = (a.get(&path(&ca), None).await, b.get(&path(&cb), None).await);
+                assert_eq!(
+                    planned.data()["items"],
+                    planner.data()["items"],
+                    "{term}, page {pages}"
+                );
+                next_a = planned.data()["next_cursor"].as_str().map(str::to_owned);
+                next_b = planner.data()["next_cursor"].as_str().map(str::to_owned);
+                assert_eq!(next_a.is_some(), next_b.is_some());
+                pages += 1;
+            }
+            assert!(pages >= 1);
         }
     }
     let total = |r: crate::helpers::Res| r.data()["total"].as_i64().expect("total");
