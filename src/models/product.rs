@@ -338,7 +338,9 @@ impl SearchTotals {
             pattern,
         }
         .get_result::<(i64, Option<i64>, i64)>(&mut conn)
-        .await?;
+        .await
+        .optional()?
+        .ok_or_else(broken_version)?;
         match (counted, known) {
             (Some(total), _) => {
                 let counted = Counted {
@@ -352,9 +354,16 @@ impl SearchTotals {
             (None, Some(k)) => Ok(k.total),
             // The version matched the 0 sent for "nothing known": versions
             // start at 1, so only a corrupted row gets here.
-            (None, None) => Err(diesel::result::Error::NotFound),
+            (None, None) => Err(broken_version()),
         }
     }
+}
+
+/// `product_search_version` lost its row or its count (a 500, not a 404).
+fn broken_version() -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(
+        "product_search_version must hold one row with a version >= 1 (migration 000009)".into(),
+    )
 }
 
 /// `product_search_version`, and in the same statement (one snapshot) the
