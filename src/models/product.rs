@@ -337,7 +337,7 @@ impl SearchTotals {
             known: known.map_or(0, |k| k.version),
             pattern,
         }
-        .get_result::<(i64, Option<i64>, i64)>(&mut conn)
+        .get_result::<(i64, Option<i64>, Option<i64>)>(&mut conn)
         .await
         .optional()?
         .ok_or_else(broken_version)?;
@@ -346,7 +346,7 @@ impl SearchTotals {
                 let counted = Counted {
                     version,
                     total,
-                    searchable,
+                    searchable: searchable.unwrap_or(0),
                 };
                 memo.insert(term.to_owned(), counted).await;
                 Ok(total)
@@ -367,8 +367,9 @@ fn broken_version() -> diesel::result::Error {
 }
 
 /// `product_search_version`, and in the same statement (one snapshot) the
-/// count of a search's matches unless the version is still `known`: an
-/// uncorrelated subquery in a CASE branch not taken is never run.
+/// count of a search's matches and the searchable rows (`reltuples`) unless
+/// the version is still `known`: an uncorrelated subquery in a CASE branch
+/// not taken is never run.
 #[derive(QueryId)]
 struct CountSearch {
     known: i64,
@@ -383,16 +384,22 @@ impl QueryFragment<Pg> for CountSearch {
             " THEN NULL ELSE (SELECT count(*) FROM product_search s WHERE s.search_text LIKE lower(",
         );
         out.push_bind_param::<Text, _>(&self.pattern)?;
+        out.push_sql(")) END, CASE WHEN v.version = ");
+        out.push_bind_param::<BigInt, _>(&self.known)?;
         out.push_sql(
-            ")) END, (SELECT greatest(reltuples, 0)::bigint FROM pg_class \
-               WHERE oid = 'product_search'::regclass) FROM product_search_version v",
+            " THEN NULL ELSE (SELECT greatest(reltuples, 0)::bigint FROM pg_class \
+               WHERE oid = 'product_search'::regclass) END FROM product_search_version v",
         );
         Ok(())
     }
 }
 
 impl Query for CountSearch {
-    type SqlType = (BigInt, diesel::sql_types::Nullable<BigInt>, BigInt);
+    type SqlType = (
+        BigInt,
+        diesel::sql_types::Nullable<BigInt>,
+        diesel::sql_types::Nullable<BigInt>,
+    );
 }
 
 /// A newest-first page of a plain public search whose number of matches is
@@ -433,31 +440,26 @@ fn search_plan(known: Counted, offset: i64, limit: i64) -> SearchPlan {
 macro_rules! search_page {
     ($name:ident, $filter:literal, $order:literal) => {
         #[derive(QueryId)]
-        struct $name {
-            pattern: String,
-            /// Keyset position (v2), or `SearchPage::start()` (v1).
-            after: (DateTime<Utc>, i64),
-            limit: i64,
-            offset: i64,
-        }
+        struct $name(SearchPage);
 
         impl QueryFragment<Pg> for $name {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+                let page = &self.0;
                 out.push_sql(concat!(
                     "SELECT id, name, description, price, stock_quantity, category_id, is_active, \
                        created_at, updated_at FROM products WHERE is_active AND ",
                     $filter,
                     " LIKE (SELECT lower("
                 ));
-                out.push_bind_param::<Text, _>(&self.pattern)?;
+                out.push_bind_param::<Text, _>(&page.pattern)?;
                 out.push_sql(concat!(")) AND (", $order, ", id) < ("));
-                out.push_bind_param::<Timestamptz, _>(&self.after.0)?;
+                out.push_bind_param::<Timestamptz, _>(&page.after.0)?;
                 out.push_sql(", ");
-                out.push_bind_param::<BigInt, _>(&self.after.1)?;
+                out.push_bind_param::<BigInt, _>(&page.after.1)?;
                 out.push_sql(concat!(") ORDER BY ", $order, " DESC, id DESC LIMIT "));
-                out.push_bind_param::<BigInt, _>(&self.limit)?;
+                out.push_bind_param::<BigInt, _>(&page.limit)?;
                 out.push_sql(" OFFSET ");
-                out.push_bind_param::<BigInt, _>(&self.offset)?;
+                out.push_bind_param::<BigInt, _>(&page.offset)?;
                 Ok(())
             }
         }
@@ -472,6 +474,7 @@ macro_rules! search_page {
 /// `offset` of them.
 struct SearchPage {
     pattern: String,
+    /// Keyset position (v2), or `SearchPage::start()` (v1).
     after: (DateTime<Utc>, i64),
     limit: i64,
     offset: i64,
@@ -485,33 +488,9 @@ impl SearchPage {
     }
 
     async fn load(self, plan: SearchPlan, mut conn: &AsyncPgConnection) -> QueryResult<Vec<Product>> {
-        let Self {
-            pattern,
-            after,
-            limit,
-            offset,
-        } = self;
         match plan {
-            SearchPlan::Walk => {
-                SearchPageWalk {
-                    pattern,
-                    after,
-                    limit,
-                    offset,
-                }
-                .load(&mut conn)
-                .await
-            }
-            SearchPlan::Bitmap => {
-                SearchPageBitmap {
-                    pattern,
-                    after,
-                    limit,
-                    offset,
-                }
-                .load(&mut conn)
-                .await
-            }
+            SearchPlan::Walk => SearchPageWalk(self).load(&mut conn).await,
+            SearchPlan::Bitmap => SearchPageBitmap(self).load(&mut conn).await,
         }
     }
 }
@@ -535,23 +514,15 @@ search_page!(SearchPageBitmap, "search_text", "(created_at + interval '0 s')");
 /// pattern, `($2, $3)` the keyset position, `$4` limit and `$5` offset: for
 /// tests that EXPLAIN it.
 pub fn search_page_sql(walk: bool) -> String {
-    let (pattern, after, limit, offset) = (String::new(), SearchPage::start(), 0, 0);
-    let sql = if walk {
-        diesel::debug_query::<Pg, _>(&SearchPageWalk {
-            pattern,
-            after,
-            limit,
-            offset,
-        })
-        .to_string()
-    } else {
-        diesel::debug_query::<Pg, _>(&SearchPageBitmap {
-            pattern,
-            after,
-            limit,
-            offset,
-        })
-        .to_string()
+    let page = SearchPage {
+        pattern: String::new(),
+        after: SearchPage::start(),
+        limit: 0,
+        offset: 0,
+    };
+    let sql = match walk {
+        true => diesel::debug_query::<Pg, _>(&SearchPageWalk(page)).to_string(),
+        false => diesel::debug_query::<Pg, _>(&SearchPageBitmap(page)).to_string(),
     };
     sql.split(" -- binds").next().unwrap_or_default().to_owned()
 }
