@@ -15,5 +15,6 @@ mod oauth;
 mod ops;
 mod orders;
 mod redis;
+mod references;
 mod reliability;
 mod users;

@@ -106,4 +106,4 @@ async fn migrations_are_safe_to_run_from_many_instances_at_once() {
     );
 }
 
-const MIGRATIONS_COUNT: usize = 10;
+const MIGRATIONS_COUNT: usize = 11;
