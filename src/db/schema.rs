@@ -119,6 +119,8 @@ diesel::table! {
 
 diesel::joinable!(idempotency_keys -> orders (order_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
+// These three references are checked by triggers, not foreign keys (migration
+// 000010): `diesel print-schema` leaves them out; keep them.
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (product_id));
 diesel::joinable!(orders -> users (user_id));
