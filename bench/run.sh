@@ -107,4 +107,23 @@ done
 $BIN/loadtest --out $OUT --base-url http://127.0.0.1:18080,http://127.0.0.1:18081 \
   flash-sale --clients 64 --users 64 --seconds "$SECS" --name two-instances
 
+# The 64-client ratio again, in alternating rounds: pgbench, then the flash
+# sale, three times. This machine's speed drifts by 10% and more within
+# minutes, and the single baseline above ran minutes before the flash sale;
+# each round's two figures are seconds apart. The table shows every round
+# and the median of the per-round ratios next to the single-shot ratio.
+kill $SERVER $SERVER2
+while port_open 18080 || port_open 18081; do sleep 0.1; done
+SERVER=$(start_server 18080 "$OUT/server-rounds.log")
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18080/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+for r in 1 2 3; do
+  tps=$(pgbench -n -c 64 -j 2 -T "$SECS" -D pid="$PID" -D uid="$UID_" -f bench/rowlock.sql "$DATABASE_URL" 2>/dev/null \
+        | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)
+  echo "{\"clients\": 64, \"tps\": ${tps:-0}}" > "$OUT/round$r-pgbench-c64.json"
+  echo "round $r: pgbench row-lock c=64: $tps tps" >&2
+  $LT flash-sale --clients 64 --users 64 --seconds "$SECS" --name round$r-flash-sale-c64
+done
+kill $SERVER
+
 python3 bench/table.py "$OUT"
