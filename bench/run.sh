@@ -29,11 +29,15 @@ echo "== pgbench row-lock baseline" >&2
 PID=$(pg $DB "INSERT INTO products (name, price, stock_quantity) VALUES ('pgbench item', 10, 100000000) RETURNING id")
 UID_=$(pg $DB "SELECT id FROM users ORDER BY id LIMIT 1")
 pg $DB "ANALYZE"
+# rowlock CLIENTS SECONDS FIELD: one pgbench run of the row-lock transaction;
+# prints FIELD ("tps" or "latency average") of its report.
+rowlock() {
+  pgbench -n -c "$1" -j 2 -T "$2" -D pid="$PID" -D uid="$UID_" -f bench/rowlock.sql "$DATABASE_URL" 2>/dev/null \
+    | sed -n "s/^$3 = \\([0-9.]*\\).*/\\1/p" | head -n1
+}
 for c in 1 16 64; do
-  tps=$(pgbench -n -c $c -j 2 -T "$SECS" -D pid="$PID" -D uid="$UID_" -f bench/rowlock.sql "$DATABASE_URL" 2>/dev/null \
-        | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)
-  lat=$(pgbench -n -c $c -j 2 -T 3 -D pid="$PID" -D uid="$UID_" -f bench/rowlock.sql "$DATABASE_URL" 2>/dev/null \
-        | sed -n 's/^latency average = \([0-9.]*\).*/\1/p' | head -n1)
+  tps=$(rowlock $c "$SECS" tps)
+  lat=$(rowlock $c 3 "latency average")
   echo "{\"clients\": $c, \"tps\": ${tps:-0}, \"latency_avg_ms\": ${lat:-0}}" > "$OUT/pgbench-c$c.json"
   echo "pgbench row-lock c=$c: $tps tps (avg latency ${lat} ms)" >&2
 done
@@ -44,9 +48,12 @@ start_server() { # port, log
   RUST_LOG=warn $BIN/storefront serve > "$2" 2>&1 &
   echo $!
 }
+wait_ready() { # port
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && break; sleep 0.2; done
+}
 SERVER=$(start_server 18080 "$OUT/server.log")
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18080/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+wait_ready 18080
 LT="$BIN/loadtest --base-url http://127.0.0.1:18080 --out $OUT"
 
 $LT bare --clients 64 --seconds "$SECS"
@@ -58,7 +65,7 @@ $LT login-storm --clients 16 --logins 50 --seconds "$SECS" --name reads-during-l
 # Database paths, measured with the cache off (else repeated queries are hits).
 NOCACHE=$(APP__CACHE__ENABLED=false start_server 18082 "$OUT/server-nocache.log")
 trap 'kill $SERVER $NOCACHE 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18082/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+wait_ready 18082
 LTN="$BIN/loadtest --base-url http://127.0.0.1:18082 --out $OUT"
 $LTN browse --only search --clients 1 --seconds "$SECS" --name search-c1
 $LTN browse --only search --clients 4 --seconds "$SECS" --name search-c4
@@ -71,7 +78,7 @@ kill $NOCACHE
 # The contrast: every v1 search counts its matches (cache.search_totals=0).
 COUNTING=$(APP__CACHE__ENABLED=false APP__CACHE__SEARCH_TOTALS=0 start_server 18084 "$OUT/server-counting.log")
 trap 'kill $SERVER $COUNTING 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18084/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+wait_ready 18084
 $BIN/loadtest --base-url http://127.0.0.1:18084 --out $OUT browse --only search --clients 4 --seconds "$SECS" --name search-c4-counting
 kill $COUNTING
 kill $SERVER
@@ -79,7 +86,7 @@ kill $SERVER
 # The flash sale on a fresh server, so its memory is the flash sale's own.
 SERVER=$(start_server 18080 "$OUT/server-flash.log")
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18080/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+wait_ready 18080
 $LT flash-sale --clients 64 --users 64 --seconds "$SECS" --name flash-sale-c64
 grep VmHWM /proc/$SERVER/status | awk '{print "{\"peak_rss_kb\": " $2 "}"}' > "$OUT/rss-flash-sale.json"
 $LT flash-sale --clients 256 --users 256 --seconds "$SECS" --name flash-sale-c256
@@ -87,7 +94,7 @@ $LT flash-sale --clients 256 --users 256 --seconds "$SECS" --name flash-sale-c25
 # The same flash sale with the locking path only (inventory.fast_path=false).
 LOCKING=$(APP__INVENTORY__FAST_PATH=false start_server 18083 "$OUT/server-locking.log")
 trap 'kill $SERVER $LOCKING 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18083/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+wait_ready 18083
 $BIN/loadtest --base-url http://127.0.0.1:18083 --out $OUT flash-sale --clients 64 --users 64 --seconds "$SECS" --name flash-sale-c64-locking
 kill $LOCKING
 
@@ -102,7 +109,7 @@ SERVER=$(APP__SERVER__WORKERS=1 start_server 18080 "$OUT/server1.log")
 SERVER2=$(APP__SERVER__WORKERS=1 start_server 18081 "$OUT/server2.log")
 trap 'kill $SERVER $SERVER2 2>/dev/null || true' EXIT
 for p in 18080 18081; do
-  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:$p/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+  wait_ready $p
 done
 $BIN/loadtest --out $OUT --base-url http://127.0.0.1:18080,http://127.0.0.1:18081 \
   flash-sale --clients 64 --users 64 --seconds "$SECS" --name two-instances
@@ -116,10 +123,9 @@ kill $SERVER $SERVER2
 while port_open 18080 || port_open 18081; do sleep 0.1; done
 SERVER=$(start_server 18080 "$OUT/server-rounds.log")
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18080/health/ready >/dev/null 2>&1 && break; sleep 0.2; done
+wait_ready 18080
 for r in 1 2 3; do
-  tps=$(pgbench -n -c 64 -j 2 -T "$SECS" -D pid="$PID" -D uid="$UID_" -f bench/rowlock.sql "$DATABASE_URL" 2>/dev/null \
-        | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)
+  tps=$(rowlock 64 "$SECS" tps)
   echo "{\"clients\": 64, \"tps\": ${tps:-0}}" > "$OUT/round$r-pgbench-c64.json"
   echo "round $r: pgbench row-lock c=64: $tps tps" >&2
   $LT flash-sale --clients 64 --users 64 --seconds "$SECS" --name round$r-flash-sale-c64

@@ -14,6 +14,7 @@ DROP TRIGGER order_items_parents_exist ON order_items;
 DROP FUNCTION storefront_order_items_parents_exist();
 DROP TRIGGER orders_user_id_fkey ON orders;
 DROP FUNCTION storefront_orders_users_exist();
+DROP FUNCTION storefront_missing_reference(text, text, text, bigint, text);
 
 ALTER TABLE orders ADD CONSTRAINT orders_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id);
 ALTER TABLE order_items

@@ -24,6 +24,16 @@ ALTER TABLE orders DROP CONSTRAINT orders_user_id_fkey;
 ALTER TABLE order_items DROP CONSTRAINT order_items_order_id_fkey,
                         DROP CONSTRAINT order_items_product_id_fkey;
 
+-- The error a foreign key raises for a row that refers to a missing one.
+CREATE FUNCTION storefront_missing_reference(constraint_name text, tbl text, col text, key bigint, parent text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%"', tbl, constraint_name
+        USING ERRCODE = 'foreign_key_violation', CONSTRAINT = constraint_name, TABLE = tbl,
+              DETAIL = format('Key (%s)=(%s) is not present in table "%s".', col, key, parent);
+END
+$$;
+
 -- Inserted orders: every buyer exists (locked FOR KEY SHARE).
 CREATE FUNCTION storefront_orders_users_exist() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -33,9 +43,7 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = n.user_id FOR KEY SHARE)
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "orders" violates foreign key constraint "orders_user_id_fkey"'
-            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'orders_user_id_fkey', TABLE = 'orders',
-                  DETAIL = format('Key (user_id)=(%s) is not present in table "users".', missing);
+        PERFORM storefront_missing_reference('orders_user_id_fkey', 'orders', 'user_id', missing, 'users');
     END IF;
     RETURN NULL;
 END
@@ -53,17 +61,13 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = n.order_id FOR KEY SHARE)
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "order_items" violates foreign key constraint "order_items_order_id_fkey"'
-            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'order_items_order_id_fkey', TABLE = 'order_items',
-                  DETAIL = format('Key (order_id)=(%s) is not present in table "orders".', missing);
+        PERFORM storefront_missing_reference('order_items_order_id_fkey', 'order_items', 'order_id', missing, 'orders');
     END IF;
     SELECT n.product_id INTO missing FROM storefront_inserted n
      WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = n.product_id FOR KEY SHARE)
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "order_items" violates foreign key constraint "order_items_product_id_fkey"'
-            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'order_items_product_id_fkey', TABLE = 'order_items',
-                  DETAIL = format('Key (product_id)=(%s) is not present in table "products".', missing);
+        PERFORM storefront_missing_reference('order_items_product_id_fkey', 'order_items', 'product_id', missing, 'products');
     END IF;
     RETURN NULL;
 END
@@ -81,9 +85,7 @@ DECLARE
 BEGIN
     EXECUTE format('SELECT true FROM %I WHERE id = $1 FOR KEY SHARE', TG_ARGV[2]) INTO found_it USING key;
     IF found_it IS NULL THEN
-        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%"', TG_TABLE_NAME, TG_ARGV[0]
-            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = TG_ARGV[0], TABLE = TG_TABLE_NAME,
-                  DETAIL = format('Key (%s)=(%s) is not present in table "%s".', TG_ARGV[1], key, TG_ARGV[2]);
+        PERFORM storefront_missing_reference(TG_ARGV[0], TG_TABLE_NAME, TG_ARGV[1], key, TG_ARGV[2]);
     END IF;
     RETURN NULL;
 END
