@@ -18,7 +18,9 @@ SCHEMATHESIS_VERSION=4.32.5
 if [ -z "${STOREFRONT_SKIP_FUZZ:-}" ] && [ -z "${STOREFRONT_SCHEMATHESIS:-}" ]; then
   venv="${XDG_CACHE_HOME:-$HOME/.cache}/storefront/schemathesis-$SCHEMATHESIS_VERSION"
   if [ ! -x "$venv/bin/schemathesis" ]; then
-    if ! python3 -m venv --help >/dev/null 2>&1; then
+    # Debian's python3 has the venv module without ensurepip (python3-venv),
+    # and `python3 -m venv` then fails half-way: check for both.
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
       apt_install python3 python3-venv || true
     fi
     echo "==> installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $venv" >&2
