@@ -28,18 +28,11 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, AppError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(unauthorized("Invalid token"));
     }
-    let claims = state.jwt.verify(token).map_err(|e| {
+    let user = state.jwt.authenticate(token).map_err(|e| {
         tracing::debug!(error = %e, "rejected access token");
         unauthorized("Invalid or expired token")
     })?;
-    let id = claims
-        .sub
-        .parse::<i64>()
-        .map_err(|_| unauthorized("Invalid token"))?;
-    let user = AuthUser {
-        id,
-        role: claims.role,
-    };
+    let id = user.id;
     // For the request log line.
     req.extensions_mut().insert(user);
     tracing::Span::current().record("user_id", id);
