@@ -114,22 +114,29 @@ done
 $BIN/loadtest --out $OUT --base-url http://127.0.0.1:18080,http://127.0.0.1:18081 \
   flash-sale --clients 64 --users 64 --seconds "$SECS" --name two-instances
 
-# The 64-client ratio again, in alternating rounds: pgbench, then the flash
-# sale, three times. This machine's speed drifts by 10% and more within
-# minutes, and the single baseline above ran minutes before the flash sale;
-# each round's two figures are seconds apart. The table shows every round
-# and the median of the per-round ratios next to the single-shot ratio.
+# The 64-client ratios again, in alternating rounds: pgbench, then the flash
+# sale on one instance, then on two instances (1 HTTP worker each) spreading
+# the 64 clients over both, three times. This machine's speed drifts by 10%
+# and more within minutes, and the single-shot figures above ran minutes
+# apart; each round's figures are seconds apart. The table shows every round
+# and the median of the per-round ratios next to the single-shot ratios.
 kill $SERVER $SERVER2
 while port_open 18080 || port_open 18081; do sleep 0.1; done
 SERVER=$(start_server 18080 "$OUT/server-rounds.log")
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-wait_ready 18080
+PAIR1=$(APP__SERVER__WORKERS=1 start_server 18085 "$OUT/server-rounds-pair1.log")
+PAIR2=$(APP__SERVER__WORKERS=1 start_server 18086 "$OUT/server-rounds-pair2.log")
+trap 'kill $SERVER $PAIR1 $PAIR2 2>/dev/null || true' EXIT
+for p in 18080 18085 18086; do
+  wait_ready $p
+done
 for r in 1 2 3; do
   tps=$(rowlock 64 "$SECS" tps)
   echo "{\"clients\": 64, \"tps\": ${tps:-0}}" > "$OUT/round$r-pgbench-c64.json"
   echo "round $r: pgbench row-lock c=64: $tps tps" >&2
   $LT flash-sale --clients 64 --users 64 --seconds "$SECS" --name round$r-flash-sale-c64
+  $BIN/loadtest --out $OUT --base-url http://127.0.0.1:18085,http://127.0.0.1:18086 \
+    flash-sale --clients 64 --users 64 --seconds "$SECS" --name round$r-two-instances
 done
-kill $SERVER
+kill $SERVER $PAIR1 $PAIR2
 
 python3 bench/table.py "$OUT"
