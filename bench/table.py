@@ -48,13 +48,16 @@ if f64 and pg[64]:
     ratio = f64["throughput_rps"] / max(pg[64]["tps"], 1)
     ok = ratio >= 25 and f64["p99_ms"] <= 50
     bars.append(("flash sale 64 clients >= 25x pgbench 64, p99 <= 50 ms", f"{ratio:.1f}x, p99 {f64['p99_ms']:.1f} ms", ok))
-rounds = [(load(f"round{r}-pgbench-c64"), st(f"round{r}-flash-sale-c64")) for r in (1, 2, 3)]
-rounds = [(p, f) for p, f in rounds if p and f]
+def median_ratio(pairs, num, den):
+    """Median of num(a)/den(b) over the rounds' (a, b) pairs, and each pair as "a/b"."""
+    ratios = sorted(num(a) / max(den(b), 1) for a, b in pairs)
+    return ratios[len(ratios) // 2], ", ".join(f"{num(a):.0f}/{den(b):.0f}" for a, b in pairs)
+rps = lambda s: s["throughput_rps"]
+rounds = [(st(f"round{r}-flash-sale-c64"), load(f"round{r}-pgbench-c64")) for r in (1, 2, 3)]
+rounds = [(f, p) for f, p in rounds if p and f]
 if rounds:
-    ratios = sorted(f["throughput_rps"] / max(p["tps"], 1) for p, f in rounds)
-    median = ratios[len(ratios) // 2]
-    each = ", ".join(f"{f['throughput_rps']:.0f}/{p['tps']:.0f}" for p, f in rounds)
-    worst_p99 = max(f["p99_ms"] for _, f in rounds)
+    median, each = median_ratio(rounds, rps, lambda p: p["tps"])
+    worst_p99 = max(f["p99_ms"] for f, _ in rounds)
     ok = median >= 25 and worst_p99 <= 50
     bars.append(("flash sale 64 clients >= 25x pgbench 64, alternating rounds (median ratio)",
                  f"{median:.1f}x ({each}), p99 <= {worst_p99:.1f} ms", ok))
@@ -94,9 +97,7 @@ if two and f64:
 pairs = [(st(f"round{r}-two-instances"), st(f"round{r}-flash-sale-c64")) for r in (1, 2, 3)]
 pairs = [(t, f) for t, f in pairs if t and f]
 if pairs:
-    ratios = sorted(t["throughput_rps"] / max(f["throughput_rps"], 1) for t, f in pairs)
-    median = ratios[len(ratios) // 2]
-    each = ", ".join(f"{t['throughput_rps']:.0f}/{f['throughput_rps']:.0f}" for t, f in pairs)
+    median, each = median_ratio(pairs, rps, rps)
     bars.append(("two instances >= single instance, alternating rounds (median ratio)", f"{median:.2f}x ({each})", median >= 1))
 print("| bar | measured | met |")
 print("|---|---|---|")

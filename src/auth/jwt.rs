@@ -171,6 +171,19 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+    /// Claims for `keys(…)`'s issuer and audience.
+    fn claims(sub: &str, iat: u64, exp: u64) -> Claims {
+        Claims {
+            sub: sub.into(),
+            role: Role::User,
+            iat,
+            exp,
+            jti: "x".into(),
+            iss: "iss".into(),
+            aud: "aud".into(),
+        }
+    }
+
     #[test]
     fn round_trip() {
         let k = keys(SECRET);
@@ -199,15 +212,7 @@ mod tests {
         assert!(k.verify(&format!("{}.{forged}.{}", parts[0], parts[2])).is_err());
 
         let now = jsonwebtoken::get_current_timestamp();
-        let expired = Claims {
-            sub: "1".into(),
-            role: Role::User,
-            iat: now - 120,
-            exp: now - 60,
-            jti: "x".into(),
-            iss: "iss".into(),
-            aud: "aud".into(),
-        };
+        let expired = claims("1", now - 120, now - 60);
         assert!(k.verify(&k.sign(&expired).expect("sign")).is_err());
 
         let wrong_aud = Claims {
@@ -242,15 +247,7 @@ mod tests {
         assert!(k.authenticate(&tampered).is_err());
         // A subject that is not a user id is not a caller.
         let now = jsonwebtoken::get_current_timestamp();
-        let odd = Claims {
-            sub: "someone".into(),
-            role: Role::User,
-            iat: now,
-            exp: now + 60,
-            jti: "x".into(),
-            iss: "iss".into(),
-            aud: "aud".into(),
-        };
+        let odd = claims("someone", now, now + 60);
         assert!(k.authenticate(&k.sign(&odd).expect("sign")).is_err());
     }
 
@@ -259,16 +256,8 @@ mod tests {
         let k = keys(SECRET);
         // Valid for the current second only: exp is exactly the leeway ago.
         let mut now = jsonwebtoken::get_current_timestamp();
-        let mut claims = Claims {
-            sub: "3".into(),
-            role: Role::User,
-            iat: now - 60,
-            exp: now - 5,
-            jti: "x".into(),
-            iss: "iss".into(),
-            aud: "aud".into(),
-        };
-        let mut t = k.sign(&claims).expect("sign");
+        let mut late = claims("3", now - 60, now - 5);
+        let mut t = k.sign(&late).expect("sign");
         // Again if the second turned between reading the clock and verifying.
         let mut accepted = false;
         for _ in 0..3 {
@@ -277,8 +266,8 @@ mod tests {
                 break;
             }
             now = jsonwebtoken::get_current_timestamp();
-            claims.exp = now - 5;
-            t = k.sign(&claims).expect("sign");
+            late.exp = now - 5;
+            t = k.sign(&late).expect("sign");
         }
         assert!(accepted, "valid within the leeway");
         while jsonwebtoken::get_current_timestamp() == now {
@@ -291,18 +280,9 @@ mod tests {
     fn rejects_other_hmac_algorithms() {
         let k = keys(SECRET);
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
-            sub: "1".into(),
-            role: Role::User,
-            iat: now,
-            exp: now + 60,
-            jti: "x".into(),
-            iss: "iss".into(),
-            aud: "aud".into(),
-        };
         let hs512 = encode(
             &Header::new(Algorithm::HS512),
-            &claims,
+            &claims("1", now, now + 60),
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .expect("sign");
