@@ -38,6 +38,33 @@ MSG
   fi
   export STOREFRONT_SCHEMATHESIS="$venv/bin/schemathesis"
 fi
+# The diesel CLI (crates.io, pinned to the diesel in Cargo.lock), for the test
+# that developers' `diesel migration run` / `redo` and `print-schema` work on
+# migrations/ and reproduce src/db/schema.rs. Kept between runs like
+# schemathesis; STOREFRONT_SKIP_DIESEL=1 skips that test.
+DIESEL_CLI_VERSION=2.3.14
+if [ -z "${STOREFRONT_SKIP_DIESEL:-}" ] && [ -z "${STOREFRONT_DIESEL:-}" ]; then
+  root="${XDG_CACHE_HOME:-$HOME/.cache}/storefront/diesel-cli-$DIESEL_CLI_VERSION"
+  if [ ! -x "$root/bin/diesel" ]; then
+    # It links libpq (Debian: libpq-dev).
+    if ! ls /usr/lib/*/libpq.so /usr/lib/libpq.so >/dev/null 2>&1; then
+      apt_install libpq-dev || true
+    fi
+    echo "==> installing diesel_cli $DIESEL_CLI_VERSION from crates.io into $root" >&2
+    cargo install -q --locked diesel_cli --version "=$DIESEL_CLI_VERSION" --no-default-features \
+      --features postgres --root "$root" >&2 || {
+      cat >&2 <<MSG
+error: could not build diesel_cli $DIESEL_CLI_VERSION (it needs libpq's development files and
+access to crates.io). Either:
+  sudo apt-get install -y libpq-dev    # then run this again
+or point STOREFRONT_DIESEL at a diesel executable,
+or skip the diesel CLI test with STOREFRONT_SKIP_DIESEL=1.
+MSG
+      exit 1
+    }
+  fi
+  export STOREFRONT_DIESEL="$root/bin/diesel"
+fi
 export STOREFRONT_TEST_PG="${STOREFRONT_TEST_PG:-$PG_URL_BASE}"
 export STOREFRONT_TEST_REDIS="${STOREFRONT_TEST_REDIS:-redis://127.0.0.1:6379}"
 
