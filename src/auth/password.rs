@@ -172,13 +172,24 @@ impl PasswordHasher {
         f: impl FnOnce(&Scratch) -> T + Send + 'static,
     ) -> Result<T, AppError> {
         let claim = self.scratch.claim();
-        let _permit = self.permits.acquire().await.map_err(AppError::internal)?;
-        let span = tracing::Span::current();
-        // The claim goes with the hash: a request dropped while hashing
-        // still hands its buffer on (or frees it) when the hash ends.
-        tokio::task::spawn_blocking(move || span.in_scope(|| f(&claim.0)))
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(AppError::internal)
+            .map_err(AppError::internal)?;
+        let span = tracing::Span::current();
+        // The permit and the claim go with the hash, not with the request: a
+        // request dropped while its hash runs (the client went away) keeps
+        // its permit taken until the hash ends, so disconnecting clients
+        // cannot start more hashes at once than the bound, and the hash
+        // still hands its buffer on (or frees it) when it ends.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(|| f(&claim.0))
+        })
+        .await
+        .map_err(AppError::internal)
     }
 
     pub async fn hash(&self, password: String) -> Result<String, AppError> {
@@ -276,6 +287,39 @@ mod tests {
         assert_eq!(scratch.idle_buffers(), 1, "the third still wants it");
         drop(third);
         assert_eq!(scratch.idle_buffers(), 0, "the last claim frees the idle buffers");
+    }
+
+    #[actix_web::test]
+    async fn a_dropped_request_holds_its_permit_until_its_hash_ends() {
+        let h = PasswordHasher::new(1);
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let running = h.clone();
+        let request = tokio::spawn(async move {
+            running
+                .run(move |_| {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.recv();
+                })
+                .await
+        });
+        started.await.expect("the hash started");
+        request.abort();
+        assert!(request.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(
+            h.permits.available_permits(),
+            0,
+            "the request is gone but its hash still runs"
+        );
+        let _ = release.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while h.permits.available_permits() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the permit comes back when the hash ends");
+        assert_eq!(h.scratch.wanted.load(Ordering::SeqCst), 0);
     }
 
     #[actix_web::test]
