@@ -100,8 +100,11 @@ impl RateLimiter {
         scope: Scope,
     ) -> GovernorConfig<ScopedClient, NoOpMiddleware<QuantaInstant>> {
         let max = self.max(scope);
+        // A limit above a billion per second would round the period to zero,
+        // which the builder refuses: one nanosecond is as fast as it goes.
+        let period = (self.window() / max).max(Duration::from_nanos(1));
         let config = GovernorConfigBuilder::default()
-            .period(self.window() / max)
+            .period(period)
             .burst_size(max)
             .key_extractor(ScopedClient {
                 scope,
@@ -317,6 +320,24 @@ mod tests {
         assert!(Scope::Api.applies(&Method::GET, "/api/v1/products"));
         assert!(!Scope::Api.applies(&Method::GET, "/health/live"));
         assert!(!Scope::Api.applies(&Method::GET, "/apiary"));
+    }
+
+    #[test]
+    fn any_configured_limit_builds_a_limiter() {
+        for (api_max, window_secs) in [(0, 0), (1, 1), (100, 900), (u32::MAX, 1)] {
+            let limiter = RateLimiter {
+                settings: RateLimitSettings {
+                    enabled: true,
+                    api_max,
+                    auth_max: api_max,
+                    window_secs,
+                },
+                trusted_proxies: Vec::new(),
+                redis: None,
+            };
+            let _ = limiter.governor_config(Scope::Api);
+            let _ = limiter.governor_config(Scope::Login);
+        }
     }
 
     #[test]
