@@ -55,19 +55,21 @@ MSG
   fi
 }
 
+# The redis-server binary, installed with apt when missing; otherwise prints
+# $1 (what to do instead) and fails.
+ensure_redis_server_binary() {
+  command -v redis-server >/dev/null && return 0
+  apt_install redis-server && return 0
+  printf '%s\n' "$1" >&2
+  return 1
+}
+
 ensure_redis() {
   if port_open 6379; then return 0; fi
-  if ! command -v redis-server >/dev/null; then
-    apt_install redis-server || {
-      cat >&2 <<'MSG'
-error: Redis is not running on 127.0.0.1:6379 and could not be installed
+  ensure_redis_server_binary "error: Redis is not running on 127.0.0.1:6379 and could not be installed
 (installing needs root and apt). Either:
   sudo apt-get install -y redis-server && sudo service redis-server start
-or start any Redis 6+ on 127.0.0.1:6379.
-MSG
-      return 1
-    }
-  fi
+or start any Redis 6+ on 127.0.0.1:6379." || return 1
   echo "==> starting Redis" >&2
   local dir="${TMPDIR:-/tmp}/storefront-redis"
   mkdir -p "$dir"

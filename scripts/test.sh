@@ -9,17 +9,10 @@ ensure_postgres
 ensure_redis
 # The Redis outage tests start and stop redis-server processes of their own,
 # so they need the binary even when a Redis already answers on 6379.
-if ! command -v redis-server >/dev/null; then
-  apt_install redis-server || {
-    cat >&2 <<'MSG'
-error: the tests need the redis-server binary (the Redis outage tests run their own
+ensure_redis_server_binary "error: the tests need the redis-server binary (the Redis outage tests run their own
 servers on other ports), even with a Redis answering on 127.0.0.1:6379. Either:
   sudo apt-get install -y redis-server
-or put any redis-server 6+ on PATH.
-MSG
-    exit 1
-  }
-fi
+or put any redis-server 6+ on PATH." || exit 1
 # Debian's Chromium, for the headless check that /docs renders.
 if ! command -v chromium >/dev/null; then
   apt_install chromium || echo "note: chromium is not installed and could not be (needs root and apt); the /docs browser test will be skipped" >&2
