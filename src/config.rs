@@ -108,9 +108,6 @@ pub struct InventorySettings {
     pub max_wait_us: u64,
     pub max_queue: usize,
     pub max_in_flight: usize,
-    /// Decide orders for known products without a locking round trip (see
-    /// the InventoryActor).
-    pub fast_path: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,9 +16,8 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub inventory_batch_size: Histogram,
     pub inventory_queue_depth: IntGauge,
-    pub inventory_batches: IntCounterVec,
-    pub inventory_batch_duration: HistogramVec,
-    pub inventory_foreign_writes: IntCounter,
+    pub inventory_batches: IntCounter,
+    pub inventory_batch_duration: Histogram,
     pub orders_placed: IntCounter,
     pub orders_rejected: IntCounterVec,
     pub cache_hits: IntCounter,
@@ -58,28 +57,17 @@ impl Metrics {
             "inventory_queue_depth",
             "Requests waiting in the InventoryActor's queue",
         ));
-        let inventory_batches = must(IntCounterVec::new(
-            Opts::new(
-                "inventory_batches_total",
-                "InventoryActor batches by path: locked (run), fast (written), \
-                 fast_retried (a row had changed: retried locked), fast_failed",
-            ),
-            &["path"],
+        let inventory_batches = must(IntCounter::new(
+            "inventory_batches_total",
+            "InventoryActor batches (transactions) started",
         ));
-        let inventory_foreign_writes = must(IntCounter::new(
-            "inventory_foreign_writes_total",
-            "Fast batches that found a product row moved by another writer (another \
-             instance, SQL outside the server); while they come, one fast batch is in \
-             flight at a time instead of four",
-        ));
-        let inventory_batch_duration = must(HistogramVec::new(
+        let inventory_batch_duration = must(Histogram::with_opts(
             HistogramOpts::new(
                 "inventory_batch_duration_seconds",
                 "InventoryActor batches, from sending the first statement to the \
-                 answer back in the actor, by path (locked, fast)",
+                 answer back in the actor",
             )
             .buckets(exponential_buckets(0.000_125, 2.0, 14).expect("buckets")),
-            &["path"],
         ));
         let orders_placed = must(IntCounter::new("orders_placed_total", "Orders placed"));
         let orders_rejected = must(IntCounterVec::new(
@@ -108,7 +96,6 @@ impl Metrics {
             Box::new(inventory_queue_depth.clone()),
             Box::new(inventory_batches.clone()),
             Box::new(inventory_batch_duration.clone()),
-            Box::new(inventory_foreign_writes.clone()),
             Box::new(orders_placed.clone()),
             Box::new(orders_rejected.clone()),
             Box::new(cache_hits.clone()),
@@ -125,7 +112,6 @@ impl Metrics {
             inventory_queue_depth,
             inventory_batches,
             inventory_batch_duration,
-            inventory_foreign_writes,
             orders_placed,
             orders_rejected,
             cache_hits,

@@ -3,7 +3,7 @@
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix::{Addr, Arbiter, ArbiterHandle, Supervisor};
+use actix::{Arbiter, ArbiterHandle, Supervisor};
 use actix_cors::Cors;
 use actix_governor::Governor;
 use actix_web::{
@@ -35,31 +35,12 @@ use crate::{
             rate_limit::{RateLimiter, Scope},
         },
         routes::{self, oauth::OAuthRedirects},
+        AppState,
     },
     metrics::Metrics,
     models::product::SearchTotals,
     pagination::CursorCodec,
 };
-
-/// Shared, read-only state handed to every handler.
-pub struct AppState {
-    pub users: Addr<UserActor>,
-    pub catalog_writer: Addr<CatalogActor>,
-    pub inventory: Addr<InventoryActor>,
-    pub orders: Addr<OrderActor>,
-    /// Catalog reads run on the HTTP workers, not through a mailbox.
-    pub catalog: CatalogReader,
-    /// Present when Redis is configured.
-    pub cache_actor: Option<Addr<CacheActor>>,
-    pub redis_health: RedisHealth,
-    pub jwt: Arc<JwtKeys>,
-    pub cursors: CursorCodec,
-    pub metrics: Arc<Metrics>,
-    /// Present when an OAuth provider is configured.
-    pub oauth: Option<OAuthRedirects>,
-    /// Serve `/bench/bare` (load testing only).
-    pub bench_endpoints: bool,
-}
 
 pub struct Application {
     port: u16,
@@ -175,9 +156,9 @@ impl Application {
         let inventory = {
             let (inventory_settings, cache, metrics) =
                 (settings.inventory.clone(), cache.clone(), metrics.clone());
-            // At least one connection per locked batch in flight, plus the
-            // fast path's own, whatever the pool setting says.
-            let needed = inventory_settings.max_in_flight.max(1) + usize::from(inventory_settings.fast_path);
+            // At least one connection per batch in flight, whatever the pool
+            // setting says.
+            let needed = inventory_settings.max_in_flight.max(1);
             let (pool, size) = (pool.clone(), pools.inventory.max_size.max(needed as u32));
             Supervisor::start_in_arbiter(&inventory_arbiter.handle(), move |_| {
                 InventoryActor::new(

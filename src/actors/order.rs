@@ -16,7 +16,7 @@ use crate::{
     auth::AuthUser,
     config::OrderSettings,
     db::DbPool,
-    domain::{OrderStatus, Role},
+    domain::OrderStatus,
     error::AppError,
     models::{
         idempotency::{self, Claim},
@@ -100,12 +100,12 @@ pub struct SubmitOrder {
     pub idempotency: Option<(String, Vec<u8>)>,
 }
 
-/// The response to send: the 201 body of a new order, or a replay.
+/// What a submitted order came to: a new order, or the stored first answer
+/// of its Idempotency-Key.
 #[derive(Debug)]
-pub struct Submitted {
-    pub status: u16,
-    pub body: String,
-    pub replayed: bool,
+pub enum Submitted {
+    Placed(OrderView),
+    Replayed(idempotency::Stored),
 }
 
 #[derive(Message)]
@@ -150,13 +150,7 @@ impl Handler<SubmitOrder> for OrderActor {
                     let mut conn = pool.get().await?;
                     match idempotency::claim(&mut conn, user_id, &key, &hash, ttl, stale).await? {
                         Claim::Fresh => Some(key),
-                        Claim::Replay { status, body } => {
-                            return Ok(Submitted {
-                                status,
-                                body,
-                                replayed: true,
-                            })
-                        }
+                        Claim::Replay(stored) => return Ok(Submitted::Replayed(stored)),
                         Claim::Mismatch => {
                             return Err(AppError::unprocessable(
                                 "Idempotency-Key was already used with a different request body",
@@ -181,11 +175,7 @@ impl Handler<SubmitOrder> for OrderActor {
                 .map_err(AppError::from)
                 .and_then(|r| r);
             match result {
-                Ok(placed) => Ok(Submitted {
-                    status: 201,
-                    body: placed.body,
-                    replayed: false,
-                }),
+                Ok(order) => Ok(Submitted::Placed(order)),
                 Err(e) => {
                     // Refused orders free the key so a retry runs again. After
                     // a 5xx the outcome is unknown (the commit may have
@@ -209,7 +199,7 @@ async fn visible(pool: &DbPool, caller: AuthUser, id: i64) -> Result<OrderView, 
     let mut conn = pool.get().await?;
     order::find(&mut conn, id)
         .await?
-        .filter(|o| o.user_id == caller.id || caller.role >= Role::Admin)
+        .filter(|o| o.user_id == caller.id || caller.role.is_admin())
         .ok_or_else(not_found)
 }
 
@@ -270,10 +260,7 @@ impl Handler<ChangeStatus> for OrderActor {
             if status == OrderStatus::Cancelled {
                 return inventory.send(CancelOrder { order_id: id, caller }).await?;
             }
-            let current = visible(&pool, caller, id).await?;
-            let from = current.status().ok_or_else(|| {
-                AppError::internal(anyhow::anyhow!("unknown order status {}", current.status))
-            })?;
+            let from = visible(&pool, caller, id).await?.status;
             let invalid =
                 || AppError::conflict(format!("Cannot change order status from {from} to {status}"));
             if !from.can_become(status) {

@@ -251,7 +251,7 @@ impl Handler<Register> for UserActor {
                 email: msg.email.as_str(),
                 password_hash: Some(&hash),
                 name: msg.name.as_str(),
-                role: msg.role.as_str(),
+                role: msg.role,
                 google_id: None,
             };
             match user::insert(&mut conn, &new).await {
@@ -271,7 +271,7 @@ impl Ctx {
         user: UserRow,
         family: Uuid,
     ) -> Result<TokenPair, AppError> {
-        let access = self.jwt.issue(user.id, user.role()).map_err(AppError::internal)?;
+        let access = self.jwt.issue(user.id, user.role).map_err(AppError::internal)?;
         let token = refresh::generate();
         let hash = refresh::hash(&token);
         let ttl = chrono::Duration::from_std(self.refresh_ttl).map_err(AppError::internal)?;
@@ -404,7 +404,7 @@ async fn visible_target(
 
 /// An admin may not act on a user with a higher role than their own.
 fn check_rank(caller: AuthUser, target: &UserRow) -> Result<(), AppError> {
-    if caller.id != target.id && target.role() > caller.role {
+    if caller.id != target.id && target.role > caller.role {
         return Err(AppError::Forbidden(
             "You cannot modify a user with a higher role than yours".into(),
         ));
@@ -539,16 +539,16 @@ impl Handler<ChangeRole> for UserActor {
                     // The caller's role is re-read: a token minted before a
                     // demotion must not keep granting it.
                     let current = user::find(conn, caller.id).await?;
-                    if !current.is_some_and(|u| u.is_active && u.role() == Role::SuperAdmin) {
+                    if !current.is_some_and(|u| u.is_active && u.role == Role::SuperAdmin) {
                         return Err(AppError::Forbidden("Insufficient permissions".into()));
                     }
                     let others = user::lock_other_super_admins(conn, id).await?;
                     let target = user::find_for_update(conn, id).await?.ok_or_else(not_found)?;
-                    if target.role() == Role::SuperAdmin && role != Role::SuperAdmin && others.is_empty() {
+                    if target.role == Role::SuperAdmin && role != Role::SuperAdmin && others.is_empty() {
                         return Err(AppError::conflict("Cannot demote the last super admin"));
                     }
                     let changes = UserChanges {
-                        role: Some(role.as_str().to_owned()),
+                        role: Some(role),
                         ..Default::default()
                     };
                     let row = user::update(conn, id, &changes).await?;
@@ -574,7 +574,7 @@ impl Handler<DeleteUser> for UserActor {
             conn.transaction::<_, AppError, _>(async move |conn| {
                 let target = visible_target(conn, caller, id).await?;
                 check_rank(caller, &target)?;
-                if target.role() == Role::SuperAdmin
+                if target.role == Role::SuperAdmin
                     && target.is_active
                     && user::lock_other_super_admins(conn, id).await?.is_empty()
                 {
@@ -772,7 +772,7 @@ async fn link_or_create(c: &Ctx, info: &UserInfo) -> Result<UserRow, OAuthFailur
         email: email.as_str(),
         password_hash: None,
         name: name.as_str(),
-        role: Role::User.as_str(),
+        role: Role::User,
         google_id: Some(&info.sub),
     };
     match user::insert(&mut conn, &new).await {

@@ -18,9 +18,10 @@ diesel::table! {
         key -> Varchar,
         request_hash -> Bytea,
         response_status -> Nullable<Int2>,
-        response_body -> Nullable<Text>,
+        response_data -> Nullable<Text>,
         order_id -> Nullable<Int8>,
         created_at -> Timestamptz,
+        responded_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -119,8 +120,6 @@ diesel::table! {
 
 diesel::joinable!(idempotency_keys -> orders (order_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
-// These three references are checked by triggers, not foreign keys (migration
-// 000010): `diesel print-schema` leaves them out; keep them.
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (product_id));
 diesel::joinable!(orders -> users (user_id));

@@ -2,8 +2,21 @@ use std::{fmt, str::FromStr};
 
 use serde::Serialize;
 
-/// `pending → paid → shipped → delivered`, and `pending | paid → cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// The order status machine, in one place: `pending → paid → shipped →
+/// delivered`, and `pending | paid → cancelled`; an owner may cancel only
+/// while `pending`, an admin while `pending` or `paid`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Pending,
@@ -39,7 +52,18 @@ impl OrderStatus {
             (Pending, Paid) | (Paid, Shipped) | (Shipped, Delivered) | (Pending | Paid, Cancelled)
         )
     }
+
+    /// Whether the order's owner (`by_admin` false) or an admin may cancel it.
+    pub fn cancellable(self, by_admin: bool) -> bool {
+        match self {
+            Self::Pending => true,
+            Self::Paid => by_admin,
+            _ => false,
+        }
+    }
 }
+
+text_column!(OrderStatus);
 
 impl FromStr for OrderStatus {
     type Err = &'static str;
@@ -78,6 +102,15 @@ mod tests {
                     "{from} -> {to}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn owners_cancel_only_pending_orders() {
+        for s in OrderStatus::ALL {
+            assert_eq!(s.cancellable(false), s == Pending, "{s}");
+            assert_eq!(s.cancellable(true), matches!(s, Pending | Paid), "{s}");
+            assert!(!s.cancellable(true) || s.can_become(Cancelled));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The response envelope every `/api` response carries.
 
 use actix_web::{http::StatusCode, HttpResponse};
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::error::FieldError;
@@ -20,7 +20,11 @@ pub struct Envelope<T: Serialize> {
 }
 
 fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+    timestamp(Utc::now())
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 impl<T: Serialize> Envelope<T> {
@@ -64,10 +68,17 @@ pub fn respond<T: Serialize>(status: StatusCode, message: &str, data: T) -> Http
     HttpResponse::build(status).json(Envelope::ok(status, message, data))
 }
 
-/// The serialized body of a success envelope, for responses that must be
-/// replayed byte for byte later (idempotent orders).
-pub fn body<T: Serialize>(status: StatusCode, message: &str, data: T) -> String {
-    serde_json::to_string(&Envelope::ok(status, message, data)).unwrap_or_default()
+/// A success envelope stamped `at` instead of now: the same `data` and `at`
+/// give the same bytes, so an idempotent replay equals the first response.
+pub fn respond_at<T: Serialize>(
+    status: StatusCode,
+    message: &str,
+    data: T,
+    at: DateTime<Utc>,
+) -> HttpResponse {
+    let mut envelope = Envelope::ok(status, message, data);
+    envelope.timestamp = timestamp(at);
+    HttpResponse::build(status).json(envelope)
 }
 
 /// A JSON response from an already serialized body.

@@ -1,5 +1,6 @@
-//! Turns framework-made errors (no route, wrong method, bad path or query)
-//! into the same envelope as everything else.
+//! `AppError` to the envelope and a status code, in this one place; and
+//! framework-made errors (no route, wrong method, bad path or query) into the
+//! same envelope as everything else.
 
 use actix_web::{
     body::{BoxBody, EitherBody},
@@ -7,10 +8,76 @@ use actix_web::{
     error::{PathError, QueryPayloadError},
     http::{header, StatusCode},
     middleware::{ErrorHandlerResponse, ErrorHandlers},
-    HttpRequest, HttpResponse,
+    HttpRequest, HttpResponse, ResponseError,
 };
 
-use crate::{error::AppError, http::envelope::Envelope};
+use crate::{
+    error::{AppError, FieldError},
+    http::envelope::Envelope,
+};
+
+/// The cause chain of an error, for the log line of a 5xx.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        // This runs inside the request's root span, so the log line carries
+        // the request id; the response body stays opaque.
+        match self {
+            Self::Internal(cause) => {
+                tracing::error!(error.cause_chain = %chain(cause.as_ref()), "request failed")
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(error.cause_chain = %chain(cause.as_ref()), "dependency unavailable")
+            }
+            _ => {}
+        }
+        let mut builder = HttpResponse::build(status);
+        match self {
+            Self::Unauthorized(_) => {
+                builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::Unavailable(_) => {
+                builder.insert_header((header::RETRY_AFTER, "5"));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                builder.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            _ => {}
+        }
+        builder.json(Envelope::<()>::error(
+            status,
+            self.to_string(),
+            self.errors().map(<[FieldError]>::to_vec),
+        ))
+    }
+}
 
 pub async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound("Route not found".into()))
@@ -64,4 +131,32 @@ pub fn envelope_errors<B: 'static>() -> ErrorHandlers<B> {
             .map_into_right_body();
         Ok(ErrorHandlerResponse::Response(res))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    #[actix_web::test]
+    async fn internal_errors_are_opaque() {
+        let err = AppError::internal(anyhow::anyhow!("SELECT secret FROM /etc/passwd"));
+        let resp = err.error_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = to_bytes(resp.into_body()).await.expect("body");
+        let text = std::str::from_utf8(&body).expect("utf8");
+        assert!(!text.contains("SELECT"), "{text}");
+        assert!(text.contains("\"statusCode\":500"), "{text}");
+    }
+
+    #[actix_web::test]
+    async fn unauthorized_sends_www_authenticate_and_unavailable_retry_after() {
+        let resp = AppError::Unauthorized("x".into()).error_response();
+        assert_eq!(
+            resp.headers().get(header::WWW_AUTHENTICATE).map(|v| v.as_bytes()),
+            Some(&b"Bearer"[..])
+        );
+        let resp = AppError::Unavailable(anyhow::anyhow!("down")).error_response();
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    }
 }

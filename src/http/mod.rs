@@ -7,4 +7,7 @@ pub mod extractors;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+mod state;
 pub mod validate;
+
+pub use state::AppState;

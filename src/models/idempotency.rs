@@ -14,18 +14,28 @@ pub enum Claim {
     /// This request owns the key now; go ahead.
     Fresh,
     /// The key already produced this response.
-    Replay { status: u16, body: String },
+    Replay(Stored),
     /// The key was used with another body.
     Mismatch,
     /// The first request with this key has not finished.
     InFlight,
 }
 
+/// The first response to a key: its status, the JSON of its data and the
+/// envelope's timestamp, from which the same body is rebuilt.
+#[derive(Debug)]
+pub struct Stored {
+    pub status: u16,
+    pub data: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(Queryable)]
 struct Existing {
     request_hash: Vec<u8>,
     response_status: Option<i16>,
-    response_body: Option<String>,
+    response_data: Option<String>,
+    responded_at: Option<chrono::DateTime<chrono::Utc>>,
     fresh: bool,
     stale: bool,
 }
@@ -61,7 +71,8 @@ pub async fn claim(
             .select((
                 k::request_hash,
                 k::response_status,
-                k::response_body,
+                k::response_data,
+                k::responded_at,
                 k::created_at.gt(ago(ttl)),
                 k::created_at.lt(ago(stale)),
             ))
@@ -79,12 +90,13 @@ pub async fn claim(
         if e.request_hash != hash {
             return Ok(Claim::Mismatch);
         }
-        match (e.response_status, e.response_body) {
-            (Some(status), Some(body)) => {
-                return Ok(Claim::Replay {
+        match (e.response_status, e.response_data, e.responded_at) {
+            (Some(status), Some(data), Some(at)) => {
+                return Ok(Claim::Replay(Stored {
                     status: status as u16,
-                    body,
-                })
+                    data,
+                    at,
+                }))
             }
             _ if e.stale => {
                 let taken = diesel::update(

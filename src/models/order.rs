@@ -22,7 +22,7 @@ use crate::{
 pub struct OrderRow {
     pub id: i64,
     pub user_id: i64,
-    pub status: String,
+    pub status: OrderStatus,
     pub total_amount: BigDecimal,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -46,9 +46,8 @@ pub struct OrderItem {
 pub struct OrderView {
     pub id: i64,
     pub user_id: i64,
-    /// pending, paid, shipped, delivered or cancelled.
-    #[schema(example = "pending")]
-    pub status: String,
+    #[schema(value_type = String, example = "pending", pattern = "^(pending|paid|shipped|delivered|cancelled)$")]
+    pub status: OrderStatus,
     #[serde(serialize_with = "money::serialize")]
     #[schema(value_type = String, example = "39.98")]
     pub total_amount: BigDecimal,
@@ -68,10 +67,6 @@ impl OrderView {
             created_at: o.created_at,
             updated_at: o.updated_at,
         }
-    }
-
-    pub fn status(&self) -> Option<OrderStatus> {
-        self.status.parse().ok()
     }
 }
 
@@ -118,8 +113,8 @@ pub async fn transition(
     from: OrderStatus,
     to: OrderStatus,
 ) -> QueryResult<Option<OrderView>> {
-    let row = diesel::update(orders::table.find(id).filter(orders::status.eq(from.as_str())))
-        .set(orders::status.eq(to.as_str()))
+    let row = diesel::update(orders::table.find(id).filter(orders::status.eq(from)))
+        .set(orders::status.eq(to))
         .returning(OrderRow::as_returning())
         .get_result(conn)
         .await
@@ -145,7 +140,7 @@ fn filtered(f: &OrderFilter) -> orders::BoxedQuery<'static, diesel::pg::Pg> {
         q = q.filter(orders::user_id.eq(u));
     }
     if let Some(s) = f.status {
-        q = q.filter(orders::status.eq(s.as_str()));
+        q = q.filter(orders::status.eq(s));
     }
     q
 }

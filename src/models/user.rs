@@ -14,7 +14,7 @@ pub struct UserRow {
     pub email: String,
     pub password_hash: Option<String>,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub is_active: bool,
     pub google_id: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -29,14 +29,6 @@ impl std::fmt::Debug for UserRow {
             .field("role", &self.role)
             .field("is_active", &self.is_active)
             .finish_non_exhaustive()
-    }
-}
-
-impl UserRow {
-    /// The stored role; an unknown value (written by another tool) counts as
-    /// the least privileged one.
-    pub fn role(&self) -> Role {
-        self.role.parse().unwrap_or(Role::User)
     }
 }
 
@@ -55,12 +47,11 @@ pub struct UserView {
 
 impl From<UserRow> for UserView {
     fn from(u: UserRow) -> Self {
-        let role = u.role();
         Self {
             id: u.id,
             email: u.email,
             name: u.name,
-            role,
+            role: u.role,
             is_active: u.is_active,
             created_at: u.created_at,
             updated_at: u.updated_at,
@@ -74,7 +65,7 @@ pub struct NewUser<'a> {
     pub email: &'a str,
     pub password_hash: Option<&'a str>,
     pub name: &'a str,
-    pub role: &'a str,
+    pub role: Role,
     pub google_id: Option<&'a str>,
 }
 
@@ -84,7 +75,7 @@ pub struct UserChanges {
     pub email: Option<String>,
     pub password_hash: Option<String>,
     pub name: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub is_active: Option<bool>,
 }
 
@@ -154,7 +145,7 @@ pub async fn update(conn: &mut AsyncPgConnection, id: i64, changes: &UserChanges
 /// cannot both see "another one is left".
 pub async fn lock_other_super_admins(conn: &mut AsyncPgConnection, except: i64) -> QueryResult<Vec<i64>> {
     users::table
-        .filter(users::role.eq(Role::SuperAdmin.as_str()))
+        .filter(users::role.eq(Role::SuperAdmin))
         .filter(users::is_active.eq(true))
         .filter(users::id.ne(except))
         .select(users::id)

@@ -184,7 +184,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub db: std::sync::Arc<TestDb>,
-    pub state: actix_web::web::Data<storefront::startup::AppState>,
+    pub state: actix_web::web::Data<storefront::http::AppState>,
     pub settings: Settings,
     stopper: storefront::startup::Stopper,
 }

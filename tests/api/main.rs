@@ -15,6 +15,5 @@ mod oauth;
 mod ops;
 mod orders;
 mod redis;
-mod references;
 mod reliability;
 mod users;

@@ -4,7 +4,7 @@ use std::future::{ready, Ready};
 
 use actix_web::{dev::Payload, http::header, FromRequest, HttpMessage, HttpRequest};
 
-use crate::{auth::AuthUser, error::AppError, startup::AppState};
+use crate::{auth::AuthUser, error::AppError, http::AppState};
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_LEN: usize = 4096;

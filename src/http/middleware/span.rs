@@ -46,7 +46,7 @@ pub async fn access_log(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = std::time::Instant::now();
     let metrics = req
-        .app_data::<actix_web::web::Data<crate::startup::AppState>>()
+        .app_data::<actix_web::web::Data<crate::http::AppState>>()
         .map(|s| s.metrics.clone());
     let method = req.method().clone();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());

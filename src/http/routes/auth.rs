@@ -7,8 +7,8 @@ use crate::{
     actors::user::{GetUser, Login, Logout, Refresh},
     auth::AuthUser,
     error::AppError,
+    http::AppState,
     http::{envelope, extractors::JsonBody, validate::Fields},
-    startup::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {

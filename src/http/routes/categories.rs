@@ -8,6 +8,7 @@ use crate::{
     auth::AuthUser,
     domain::{text::bounded, Role},
     error::AppError,
+    http::AppState,
     http::{
         envelope,
         extractors::JsonBody,
@@ -15,7 +16,6 @@ use crate::{
     },
     models::category::CategoryChanges,
     pagination::{ApiVersion, PageParams},
-    startup::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {

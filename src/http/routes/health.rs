@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     actors::{cache::CheckRedis, user::Ping},
-    startup::AppState,
+    http::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -14,7 +14,7 @@ use crate::{
     auth::oauth::OAuthFailure,
     error::AppError,
     http::envelope::Envelope,
-    startup::AppState,
+    http::AppState,
 };
 
 pub const STATE_COOKIE: &str = "sf_oauth_state";

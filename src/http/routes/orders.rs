@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{value::RawValue, Value};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -16,6 +16,7 @@ use crate::{
     auth::AuthUser,
     domain::{OrderStatus, Quantity, Role},
     error::{AppError, FieldError},
+    http::AppState,
     http::{
         envelope,
         extractors::JsonBody,
@@ -23,7 +24,6 @@ use crate::{
     },
     models::order::OrderFilter,
     pagination::{ApiVersion, PageParams},
-    startup::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
@@ -34,6 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
 }
 
 pub const MAX_LINES: usize = 100;
+
+const ORDER_CREATED: &str = "Order created successfully";
 
 /// One requested line (documentation of `items`).
 #[derive(utoipa::ToSchema)]
@@ -166,21 +168,16 @@ pub async fn place(
     let lines = parse_lines(body.0.items.as_ref())?;
     let submitted = match key {
         // The hot path: nothing to claim, straight to the InventoryActor.
-        None => {
-            let placed = state
+        None => Submitted::Placed(
+            state
                 .inventory
                 .send(PlaceOrder {
                     user_id: caller.id,
                     lines,
                     idempotency_key: None,
                 })
-                .await??;
-            Submitted {
-                status: 201,
-                body: placed.body,
-                replayed: false,
-            }
-        }
+                .await??,
+        ),
         Some(key) => {
             let idempotency = Some((key, request_hash(&lines)));
             state
@@ -193,15 +190,24 @@ pub async fn place(
                 .await??
         }
     };
-    let status = StatusCode::from_u16(submitted.status).map_err(AppError::internal)?;
-    let mut res = envelope::raw(status, submitted.body);
-    if submitted.replayed {
-        res.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
-            actix_web::http::header::HeaderValue::from_static("true"),
-        );
-    }
-    Ok(res)
+    // The 201 is stamped with the order's creation time, which the
+    // Idempotency-Key row keeps: a replay is the same bytes.
+    Ok(match submitted {
+        Submitted::Placed(order) => {
+            let at = order.created_at;
+            envelope::respond_at(StatusCode::CREATED, ORDER_CREATED, order, at)
+        }
+        Submitted::Replayed(stored) => {
+            let status = StatusCode::from_u16(stored.status).map_err(AppError::internal)?;
+            let data = RawValue::from_string(stored.data).map_err(AppError::internal)?;
+            let mut res = envelope::respond_at(status, ORDER_CREATED, data, stored.at);
+            res.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+                actix_web::http::header::HeaderValue::from_static("true"),
+            );
+            res
+        }
+    })
 }
 
 #[derive(Deserialize)]

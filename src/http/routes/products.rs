@@ -12,6 +12,7 @@ use crate::{
     auth::AuthUser,
     domain::{money::Money, quantity::parse_stock, text::bounded, Role, StockDelta},
     error::AppError,
+    http::AppState,
     http::{
         envelope,
         extractors::{auth::OptionalAuth, JsonBody},
@@ -19,7 +20,6 @@ use crate::{
     },
     models::product::{NewProduct, ProductChanges, ProductFilter, ProductSort},
     pagination::{ApiVersion, PageParams},
-    startup::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {

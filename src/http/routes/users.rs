@@ -10,13 +10,13 @@ use crate::{
     auth::AuthUser,
     domain::{text::bounded, Email, Password, Role, UserName},
     error::AppError,
+    http::AppState,
     http::{
         envelope,
         extractors::JsonBody,
         validate::{checked, Fields},
     },
     pagination::{ApiVersion, PageParams},
-    startup::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
