@@ -5,9 +5,12 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /app
-# 1. Dependencies only: a stub crate with the real manifest and lock file.
+# 1. Dependencies only: stub crates with the real manifests and lock file
+#    (the workspace's load tester is only a stub here: it is not shipped).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+COPY loadtest/Cargo.toml loadtest/Cargo.toml
+RUN mkdir -p src loadtest/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > loadtest/src/main.rs \
     && cargo build --release --locked --bin storefront \
     && rm -rf src
 # 2. The crate itself.

@@ -3,7 +3,8 @@
 # seeded products, the baselines (pgbench row-lock transaction at 1/16/64
 # clients, a bare actix-web JSON endpoint in the same binary), then every
 # loadtest scenario against a release build. Results: bench/results/*.json and
-# *.svg, and the table printed at the end (copied into BENCHMARKS.md).
+# *-latency.svg / *-throughput.svg, and the table printed at the end (copied
+# into BENCHMARKS.md).
 #
 # Server, Postgres and the load generator share this machine's cores.
 # Usage: bench/run.sh [seconds per run, default 10]
@@ -21,7 +22,7 @@ pg postgres "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 pg postgres "CREATE DATABASE $DB"
 export DATABASE_URL="$PG_URL_BASE/$DB"
 
-cargo build --release --locked --bins
+cargo build --release --locked   # the server and the load tester (workspace)
 BIN=./target/release
 $BIN/storefront seed --products 100000
 
@@ -90,13 +91,6 @@ wait_ready 18080
 $LT flash-sale --clients 64 --users 64 --seconds "$SECS" --name flash-sale-c64
 grep VmHWM /proc/$SERVER/status | awk '{print "{\"peak_rss_kb\": " $2 "}"}' > "$OUT/rss-flash-sale.json"
 $LT flash-sale --clients 256 --users 256 --seconds "$SECS" --name flash-sale-c256
-
-# The same flash sale with the locking path only (inventory.fast_path=false).
-LOCKING=$(APP__INVENTORY__FAST_PATH=false start_server 18083 "$OUT/server-locking.log")
-trap 'kill $SERVER $LOCKING 2>/dev/null || true' EXIT
-wait_ready 18083
-$BIN/loadtest --base-url http://127.0.0.1:18083 --out $OUT flash-sale --clients 64 --users 64 --seconds "$SECS" --name flash-sale-c64-locking
-kill $LOCKING
 
 # Two instances on one database: one load tester spreads its 64 clients over
 # both and checks the books (stock + sold == initial, order rows == 201s).

@@ -1,36 +1,12 @@
 //! HS256 access tokens with `sub`, `role`, `iat`, `exp`, `jti`, `iss`, `aud`.
 
-use std::{
-    cell::RefCell,
-    collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::{auth::AuthUser, domain::Role};
-
-/// Tokens each thread remembers as verified (`JwtKeys::authenticate`).
-const VERIFIED_PER_THREAD: usize = 4096;
-
-thread_local! {
-    /// Token → what it proved, per thread (each HTTP worker is one thread,
-    /// so no lock). Only tokens that verified are kept.
-    static VERIFIED: RefCell<HashMap<Box<str>, Verified>> = RefCell::new(HashMap::new());
-}
-
-/// Tells apart `JwtKeys` values (tests run several servers in one process).
-static NEXT_KEYS_ID: AtomicU64 = AtomicU64::new(1);
-
-#[derive(Debug, Clone, Copy)]
-struct Verified {
-    keys: u64,
-    user: AuthUser,
-    exp: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -46,7 +22,6 @@ pub struct Claims {
 /// Signing and verification keys plus the validation rules. Only HS256 is
 /// accepted: `alg: none` and every other algorithm are rejected.
 pub struct JwtKeys {
-    id: u64,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -78,7 +53,6 @@ impl JwtKeys {
         validation.leeway = 5;
         validation.validate_exp = true;
         Self {
-            id: NEXT_KEYS_ID.fetch_add(1, Ordering::Relaxed),
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
             validation,
@@ -119,44 +93,17 @@ impl JwtKeys {
         Ok(data.claims)
     }
 
-    /// The caller an access token proves, as `verify` decides, remembering
-    /// per thread the tokens that verified. A token is a pure function of
-    /// its claims and the key (nothing revokes an access token before its
-    /// `exp`), so a remembered token only needs its expiry checked again,
-    /// with the same leeway; any other string, a tampered copy included, is
-    /// verified in full. Saves the HMAC and two JSON parses per request.
+    /// The caller an access token proves.
     pub fn authenticate(&self, token: &str) -> Result<AuthUser, InvalidToken> {
-        let now = jsonwebtoken::get_current_timestamp();
-        let leeway = self.validation.leeway;
-        let remembered = VERIFIED.with(|m| m.borrow().get(token).copied());
-        if let Some(v) = remembered.filter(|v| v.keys == self.id && now <= v.exp.saturating_add(leeway)) {
-            return Ok(v.user);
-        }
         let claims = self.verify(token)?;
         let id = claims
             .sub
             .parse::<i64>()
             .map_err(|_| InvalidToken(jsonwebtoken::errors::ErrorKind::InvalidSubject.into()))?;
-        let user = AuthUser {
+        Ok(AuthUser {
             id,
             role: claims.role,
-        };
-        let verified = Verified {
-            keys: self.id,
-            user,
-            exp: claims.exp,
-        };
-        VERIFIED.with(|m| {
-            let mut m = m.borrow_mut();
-            if m.len() >= VERIFIED_PER_THREAD {
-                m.retain(|_, v| now <= v.exp.saturating_add(leeway));
-                if m.len() >= VERIFIED_PER_THREAD / 2 {
-                    m.clear();
-                }
-            }
-            m.insert(token.into(), verified);
-        });
-        Ok(user)
+        })
     }
 }
 
@@ -230,17 +177,12 @@ mod tests {
     }
 
     #[test]
-    fn authenticate_remembers_only_what_verified_under_the_same_keys() {
+    fn authenticate_names_the_caller_and_refuses_anything_else() {
         let k = keys(SECRET);
         let t = k.issue(7, Role::Admin).expect("sign");
         let user = k.authenticate(&t).expect("valid");
         assert_eq!((user.id, user.role), (7, Role::Admin));
-        // Remembered now; still the same answer.
-        assert_eq!(k.authenticate(&t).expect("remembered").id, 7);
-        // The same string under other keys (another server in this process)
-        // is verified again, and fails there.
         assert!(keys("another-secret-another-secret-xx").authenticate(&t).is_err());
-        // A tampered signature is another string: verified, and rejected.
         let mut tampered = t.clone();
         let last = tampered.pop().expect("nonempty");
         tampered.push(if last == 'A' { 'B' } else { 'A' });
@@ -249,31 +191,6 @@ mod tests {
         let now = jsonwebtoken::get_current_timestamp();
         let odd = claims("someone", now, now + 60);
         assert!(k.authenticate(&k.sign(&odd).expect("sign")).is_err());
-    }
-
-    #[test]
-    fn a_remembered_token_still_expires() {
-        let k = keys(SECRET);
-        // Valid for the current second only: exp is exactly the leeway ago.
-        let mut now = jsonwebtoken::get_current_timestamp();
-        let mut late = claims("3", now - 60, now - 5);
-        let mut t = k.sign(&late).expect("sign");
-        // Again if the second turned between reading the clock and verifying.
-        let mut accepted = false;
-        for _ in 0..3 {
-            accepted = k.authenticate(&t).is_ok();
-            if accepted {
-                break;
-            }
-            now = jsonwebtoken::get_current_timestamp();
-            late.exp = now - 5;
-            t = k.sign(&late).expect("sign");
-        }
-        assert!(accepted, "valid within the leeway");
-        while jsonwebtoken::get_current_timestamp() == now {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(k.authenticate(&t).is_err(), "expired, though remembered");
     }
 
     #[test]

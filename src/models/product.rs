@@ -421,7 +421,7 @@ enum SearchPlan {
 
 /// Walking visits about `(offset + limit) * searchable / total` rows, each
 /// cheap (newer rows sit together); the bitmap reads every match on its own
-/// page, about four times the cost per row (session 6, 100k products).
+/// page, about four times the cost per row (measured on 100k products).
 fn search_plan(known: Counted, offset: i64, limit: i64) -> SearchPlan {
     let (wanted, searchable, total) = (
         (offset + limit) as f64,

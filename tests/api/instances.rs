@@ -35,7 +35,15 @@ async fn the_load_tester_across_two_instances_never_oversells() {
     let (mut a, base_a) = start_binary(&db.url, &env, std::process::Stdio::null()).await;
     let (mut b, base_b) = start_binary(&db.url, &env, std::process::Stdio::null()).await;
     let out = std::env::temp_dir().join(format!("sf-loadtest-{}", db.schema));
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+    // The load tester is the workspace's other crate: its binary sits next to
+    // the server's (`cargo test` at the root builds both).
+    let loadtest = std::path::Path::new(env!("CARGO_BIN_EXE_storefront")).with_file_name("loadtest");
+    assert!(
+        loadtest.exists(),
+        "{} is missing: build it with `cargo build -p loadtest`",
+        loadtest.display()
+    );
+    let run = tokio::process::Command::new(&loadtest)
         .arg("--base-url")
         .arg(format!("{base_a},{base_b}"))
         .arg("--out")

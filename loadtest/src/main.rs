@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Every scenario prints throughput, p50/p95/p99/max latency and errors, and
-//! writes `<out>/<scenario>.json` and `<out>/<scenario>.svg` (latency over time
-//! and throughput per second). The flash sale then checks the books: stock +
+//! writes `<out>/<name>.json` and two charts, `<out>/<name>-latency.svg`
+//! (p50 and p99 over time) and `<out>/<name>-throughput.svg` (requests per
+//! second). The flash sale then checks the books: stock +
 //! units sold == initial stock, order rows == 201 responses, stock >= 0.
 
 use std::{
@@ -487,71 +488,103 @@ where
 }
 
 /// Latency over time (p50/p99 per 250 ms) and throughput per second.
-fn svg(title: &str, samples: &[Sample], seconds: f64) -> String {
-    let (w, h, pad) = (900.0, 260.0, 50.0);
-    let buckets = ((seconds / 0.25).ceil() as usize).max(1);
-    let mut lat: Vec<Vec<u32>> = vec![Vec::new(); buckets];
-    let mut per_sec = vec![0usize; seconds.ceil() as usize + 1];
+/// Latency over time: p50 and p99 per 250 ms of the run.
+fn latency_chart(
+    path: &std::path::Path,
+    title: &str,
+    samples: &[Sample],
+    seconds: f64,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    const STEP: f64 = 0.25;
+    let n = ((seconds / STEP).ceil() as usize).max(1);
+    let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); n];
     for s in samples {
-        let b = ((f64::from(s.at) / 0.25) as usize).min(buckets - 1);
-        lat[b].push(s.latency);
-        let last = per_sec.len() - 1;
-        per_sec[(s.at as usize).min(last)] += 1;
-    }
-    let pct = |v: &mut Vec<u32>, p: f64| -> f64 {
-        if v.is_empty() {
-            return 0.0;
+        if let Some(b) = buckets.get_mut((f64::from(s.at) / STEP) as usize) {
+            b.push(s.latency);
         }
-        v.sort_unstable();
-        f64::from(v[((v.len() as f64 * p) as usize).min(v.len() - 1)]) / 1000.0
-    };
-    let p50: Vec<f64> = lat.iter_mut().map(|v| pct(v, 0.5)).collect();
-    let p99: Vec<f64> = lat.iter_mut().map(|v| pct(v, 0.99)).collect();
-    let max_lat = p99.iter().cloned().fold(1.0, f64::max);
-    let max_rps = per_sec.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let x = |i: usize, n: usize| pad + (w - 2.0 * pad) * i as f64 / (n.max(2) - 1) as f64;
-    let line = |vals: &[f64], top: f64, height: f64, max: f64| -> String {
-        vals.iter()
+    }
+    for b in &mut buckets {
+        b.sort_unstable();
+    }
+    let line = |p: f64| -> Vec<(f64, f64)> {
+        buckets
+            .iter()
             .enumerate()
-            .map(|(i, v)| format!("{:.1},{:.1}", x(i, vals.len()), top + height - height * v / max))
-            .collect::<Vec<_>>()
-            .join(" ")
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(i, b)| {
+                let at = ((b.len() as f64 * p).ceil() as usize).clamp(1, b.len()) - 1;
+                ((i as f64 + 0.5) * STEP, f64::from(b[at]) / 1000.0)
+            })
+            .collect()
     };
-    let bars: String = per_sec
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let bw = (w - 2.0 * pad) / per_sec.len() as f64;
-            let bh = (h - 2.0 * pad) * *n as f64 / max_rps;
-            format!(
-                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#7aa6d6"/>"##,
-                pad + bw * i as f64 + 1.0,
-                h + pad + (h - 2.0 * pad) - bh,
-                (bw - 2.0).max(1.0),
-                bh
-            )
-        })
-        .collect();
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{total}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{pad}" y="20" font-size="14">{title}: latency over time (ms, p50 blue, p99 red; max {max_lat:.1} ms)</text>
-<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{l50}"/>
-<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{l99}"/>
-<line x1="{pad}" y1="{base1}" x2="{right}" y2="{base1}" stroke="#999"/>
-<text x="{pad}" y="{t2}" font-size="14">throughput (requests per second; max {max_rps:.0})</text>
-{bars}
-<line x1="{pad}" y1="{base2}" x2="{right}" y2="{base2}" stroke="#999"/>
-</svg>
-"##,
-        total = 2.0 * h,
-        l50 = line(&p50, pad, h - 2.0 * pad, max_lat),
-        l99 = line(&p99, pad, h - 2.0 * pad, max_lat),
-        base1 = h - pad,
-        right = w - pad,
-        t2 = h + 20.0,
-        base2 = 2.0 * h - pad,
-    )
+    let (p50, p99) = (line(0.50), line(0.99));
+    let top = p99.iter().map(|(_, v)| *v).fold(1.0, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (900, 320)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{title}: latency"), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..seconds, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the start (s)")
+        .y_desc("latency (ms)")
+        .draw()?;
+    for (label, points, color) in [("p50", p50, BLUE), ("p99", p99, RED)] {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Throughput: requests answered in each whole second of the run.
+fn throughput_chart(
+    path: &std::path::Path,
+    title: &str,
+    samples: &[Sample],
+    seconds: f64,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let whole = (seconds.floor() as usize).max(1);
+    let mut per_sec = vec![0_usize; whole];
+    for s in samples {
+        if let Some(n) = per_sec.get_mut(s.at as usize) {
+            *n += 1;
+        }
+    }
+    let top = per_sec.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
+    let root = SVGBackend::new(path, (900, 320)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{title}: throughput"), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..whole as f64, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the start (s)")
+        .y_desc("requests per second")
+        .draw()?;
+    chart.draw_series(per_sec.iter().enumerate().map(|(i, n)| {
+        Rectangle::new(
+            [(i as f64 + 0.05, 0.0), (i as f64 + 0.95, *n as f64)],
+            BLUE.mix(0.5).filled(),
+        )
+    }))?;
+    root.present()?;
+    Ok(())
 }
 
 fn report(
@@ -573,7 +606,13 @@ fn report(
         out.join(format!("{name}.json")),
         serde_json::to_string_pretty(&json)?,
     )?;
-    std::fs::write(out.join(format!("{name}.svg")), svg(name, samples, seconds))?;
+    latency_chart(&out.join(format!("{name}-latency.svg")), name, samples, seconds)?;
+    throughput_chart(
+        &out.join(format!("{name}-throughput.svg")),
+        name,
+        samples,
+        seconds,
+    )?;
     Ok(s)
 }
 
