@@ -1,7 +1,10 @@
 //! Pagination shared by every list endpoint: v1 offset pages and v2 keyset
 //! pages with an opaque, HMAC-signed cursor (a tampered cursor is a 400).
 
+use std::future::Future;
+
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::Sha256;
@@ -69,6 +72,30 @@ impl<T> Page<T> {
             },
         }
     }
+}
+
+/// What a listing must load to serve one page request.
+pub enum Fetch<K> {
+    /// Rows `offset .. offset + limit`, and the total count.
+    Offset { offset: i64, limit: i64 },
+    /// Up to `limit` rows after `after` (one more than the page: the extra
+    /// row only says whether there is a next page); no total.
+    Keyset { after: Option<K>, limit: i64 },
+}
+
+/// The keyset position of a newest-first listing (users, orders):
+/// `created_at` in microseconds, then the id.
+pub type NewestFirst = (i64, i64);
+
+/// A newest-first position as the timestamp and id it stands for.
+pub fn newest_first(after: Option<NewestFirst>) -> Result<Option<(DateTime<Utc>, i64)>, AppError> {
+    after
+        .map(|(micros, id)| {
+            DateTime::<Utc>::from_timestamp_micros(micros)
+                .map(|ts| (ts, id))
+                .ok_or_else(|| AppError::invalid_field("cursor", "is invalid or was tampered with"))
+        })
+        .transpose()
 }
 
 fn parse_int(
@@ -194,9 +221,49 @@ impl CursorCodec {
         }
     }
 
+    /// Serves one page request of the listing `scope`, for every list
+    /// endpoint: `fetch` loads what it is asked for (rows and the total for
+    /// an offset page; rows after a position for a keyset page, the total
+    /// then ignored), the rest is the same everywhere.
+    pub async fn serve<T, K, Fut>(
+        &self,
+        scope: &str,
+        request: PageRequest<K>,
+        key_of: impl Fn(&T) -> K,
+        fetch: impl FnOnce(Fetch<K>) -> Fut,
+    ) -> Result<Page<T>, AppError>
+    where
+        K: Serialize,
+        Fut: Future<Output = Result<(Vec<T>, i64), AppError>>,
+    {
+        Ok(match request {
+            PageRequest::Offset { page, limit } => {
+                let (items, total) = fetch(Fetch::Offset {
+                    offset: (page - 1) * limit,
+                    limit,
+                })
+                .await?;
+                Page::Offset {
+                    items,
+                    page,
+                    limit,
+                    total,
+                }
+            }
+            PageRequest::Keyset { after, limit } => {
+                let (rows, _) = fetch(Fetch::Keyset {
+                    after,
+                    limit: limit + 1,
+                })
+                .await?;
+                self.keyset_page(scope, rows, limit, key_of)
+            }
+        })
+    }
+
     /// Builds a keyset page from `limit + 1` fetched rows: the extra row only
     /// says whether there is a next page.
-    pub fn keyset_page<T, K: Serialize>(
+    fn keyset_page<T, K: Serialize>(
         &self,
         scope: &str,
         mut rows: Vec<T>,

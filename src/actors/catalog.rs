@@ -22,7 +22,7 @@ use crate::{
             SearchTotals,
         },
     },
-    pagination::{CursorCodec, Page, PageRequest},
+    pagination::{CursorCodec, Fetch, Page, PageRequest},
 };
 
 pub struct CatalogActor {
@@ -360,26 +360,29 @@ impl CatalogReader {
         page: PageRequest<ProductCursor>,
     ) -> Result<Page<Product>, AppError> {
         let mut conn = self.pool.get().await?;
-        Ok(match page {
-            PageRequest::Offset { page, limit } => {
-                let (items, total) =
-                    product::list_offset(&mut conn, &self.totals, filter, sort, (page - 1) * limit, limit)
-                        .await?;
-                Page::Offset {
-                    items,
-                    page,
-                    limit,
-                    total,
-                }
-            }
-            PageRequest::Keyset { after, limit } => {
-                let rows = product::list_keyset(&mut conn, &self.totals, filter, sort, after, limit + 1)
-                    .await
-                    .map_err(|_| AppError::invalid_field("cursor", "is invalid or was tampered with"))??;
-                self.cursors
-                    .keyset_page(sort.scope(), rows, limit, |p| sort.key_of(p))
-            }
-        })
+        let totals = &self.totals;
+        self.cursors
+            .serve(
+                sort.scope(),
+                page,
+                |p| sort.key_of(p),
+                |fetch| async move {
+                    Ok(match fetch {
+                        Fetch::Offset { offset, limit } => {
+                            product::list_offset(&mut conn, totals, filter, sort, offset, limit).await?
+                        }
+                        Fetch::Keyset { after, limit } => {
+                            let rows = product::list_keyset(&mut conn, totals, filter, sort, after, limit)
+                                .await
+                                .map_err(|_| {
+                                    AppError::invalid_field("cursor", "is invalid or was tampered with")
+                                })??;
+                            (rows, 0)
+                        }
+                    })
+                },
+            )
+            .await
     }
 
     pub async fn category(&self, id: i64) -> Result<Category, AppError> {
@@ -391,22 +394,23 @@ impl CatalogReader {
 
     pub async fn categories(&self, page: PageRequest<CategoryCursor>) -> Result<Page<Category>, AppError> {
         let mut conn = self.pool.get().await?;
-        Ok(match page {
-            PageRequest::Offset { page, limit } => {
-                let (items, total) = category::list_offset(&mut conn, (page - 1) * limit, limit).await?;
-                Page::Offset {
-                    items,
-                    page,
-                    limit,
-                    total,
-                }
-            }
-            PageRequest::Keyset { after, limit } => {
-                let rows = category::list_keyset(&mut conn, after, limit + 1).await?;
-                self.cursors
-                    .keyset_page(CATEGORIES_CURSOR_SCOPE, rows, limit, |c| (c.name.clone(), c.id))
-            }
-        })
+        self.cursors
+            .serve(
+                CATEGORIES_CURSOR_SCOPE,
+                page,
+                |c: &Category| (c.name.clone(), c.id),
+                |fetch| async move {
+                    Ok(match fetch {
+                        Fetch::Offset { offset, limit } => {
+                            category::list_offset(&mut conn, offset, limit).await?
+                        }
+                        Fetch::Keyset { after, limit } => {
+                            (category::list_keyset(&mut conn, after, limit).await?, 0)
+                        }
+                    })
+                },
+            )
+            .await
     }
 }
 

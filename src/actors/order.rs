@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 
 use crate::{
     actors::inventory::{CancelOrder, InventoryActor, Line, PlaceOrder},
@@ -22,7 +21,7 @@ use crate::{
         idempotency::{self, Claim},
         order::{self, OrderCursor, OrderFilter, OrderView},
     },
-    pagination::{CursorCodec, Page, PageRequest},
+    pagination::{newest_first, CursorCodec, Fetch, Page, PageRequest},
 };
 
 pub struct OrderActor {
@@ -219,33 +218,25 @@ impl Handler<ListOrders> for OrderActor {
         let (pool, cursors) = (self.pool.clone(), self.cursors.clone());
         Box::pin(async move {
             let mut conn = pool.get().await?;
-            Ok(match msg.page {
-                PageRequest::Offset { page, limit } => {
-                    let (items, total) =
-                        order::list_offset(&mut conn, &msg.filter, (page - 1) * limit, limit).await?;
-                    Page::Offset {
-                        items,
-                        page,
-                        limit,
-                        total,
-                    }
-                }
-                PageRequest::Keyset { after, limit } => {
-                    let after = after
-                        .map(|(micros, id)| {
-                            DateTime::<Utc>::from_timestamp_micros(micros)
-                                .map(|ts| (ts, id))
-                                .ok_or_else(|| {
-                                    AppError::invalid_field("cursor", "is invalid or was tampered with")
-                                })
+            let filter = &msg.filter;
+            cursors
+                .serve(
+                    ORDERS_CURSOR_SCOPE,
+                    msg.page,
+                    |o: &OrderView| (o.created_at.timestamp_micros(), o.id),
+                    |fetch| async move {
+                        Ok(match fetch {
+                            Fetch::Offset { offset, limit } => {
+                                order::list_offset(&mut conn, filter, offset, limit).await?
+                            }
+                            Fetch::Keyset { after, limit } => {
+                                let after = newest_first(after)?;
+                                (order::list_keyset(&mut conn, filter, after, limit).await?, 0)
+                            }
                         })
-                        .transpose()?;
-                    let rows = order::list_keyset(&mut conn, &msg.filter, after, limit + 1).await?;
-                    cursors.keyset_page(ORDERS_CURSOR_SCOPE, rows, limit, |o| {
-                        (o.created_at.timestamp_micros(), o.id)
-                    })
-                }
-            })
+                    },
+                )
+                .await
         })
     }
 }

@@ -11,7 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -30,7 +30,7 @@ use crate::{
         refresh_token::{self, NewRefreshToken},
         user::{self, NewUser, UserChanges, UserRow, UserView},
     },
-    pagination::{CursorCodec, Page, PageRequest},
+    pagination::{newest_first, CursorCodec, Fetch, Page, PageRequest},
 };
 
 pub struct UserActor {
@@ -432,34 +432,25 @@ impl Handler<ListUsers> for UserActor {
         Box::pin(async move {
             let mut conn = c.pool.get().await?;
             let search = msg.search.as_deref();
-            let page = match msg.page {
-                PageRequest::Offset { page, limit } => {
-                    let (rows, total) =
-                        user::list_offset(&mut conn, search, (page - 1) * limit, limit).await?;
-                    Page::Offset {
-                        items: rows,
-                        page,
-                        limit,
-                        total,
-                    }
-                }
-                PageRequest::Keyset { after, limit } => {
-                    let after = after
-                        .map(|(micros, id)| {
-                            DateTime::<Utc>::from_timestamp_micros(micros)
-                                .map(|ts| (ts, id))
-                                .ok_or_else(|| {
-                                    AppError::invalid_field("cursor", "is invalid or was tampered with")
-                                })
+            let page = c
+                .cursors
+                .serve(
+                    USERS_CURSOR_SCOPE,
+                    msg.page,
+                    |u: &UserRow| (u.created_at.timestamp_micros(), u.id),
+                    |fetch| async move {
+                        Ok(match fetch {
+                            Fetch::Offset { offset, limit } => {
+                                user::list_offset(&mut conn, search, offset, limit).await?
+                            }
+                            Fetch::Keyset { after, limit } => {
+                                let after = newest_first(after)?;
+                                (user::list_keyset(&mut conn, search, after, limit).await?, 0)
+                            }
                         })
-                        .transpose()?;
-                    let rows = user::list_keyset(&mut conn, search, after, limit + 1).await?;
-                    c.cursors
-                        .keyset_page(USERS_CURSOR_SCOPE, rows, limit, |u: &UserRow| {
-                            (u.created_at.timestamp_micros(), u.id)
-                        })
-                }
-            };
+                    },
+                )
+                .await?;
             Ok(page.map(UserView::from))
         })
     }

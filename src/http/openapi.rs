@@ -229,7 +229,19 @@ fn drop_parameter(op: &mut Operation, name: &str) {
     }
 }
 
-/// The whole document.
+/// One API version's document, for the interactive docs: the operations
+/// under `prefix` (`/api/v1/` or `/api/v2/`) and the version-independent ones
+/// (health, metrics, OAuth), each once. Unversioned `/api/...` is v2.
+pub fn version_spec(full: &utoipa::openapi::OpenApi, prefix: &str, title: &str) -> utoipa::openapi::OpenApi {
+    let mut doc = full.clone();
+    doc.paths
+        .paths
+        .retain(|path, _| path.starts_with(prefix) || !path.starts_with("/api/"));
+    doc.info.title = title.to_owned();
+    doc
+}
+
+/// The whole document: every route, v1, v2 and unversioned.
 pub fn spec() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     // Handler names repeat across modules: qualify operation ids by tag.

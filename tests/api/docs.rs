@@ -85,6 +85,61 @@ async fn every_registered_route_is_in_the_spec_and_back() {
     assert!(spec["components"]["securitySchemes"]["bearer_auth"].is_object());
 }
 
+/// /docs offers one document per version: each shows its own operations
+/// once (v1 or v2, never the unversioned alias), plus the version-independent
+/// ones; together they cover what /openapi.json covers under /api/v1 and
+/// /api/v2.
+#[actix_web::test]
+async fn the_docs_show_each_operation_once_per_version() {
+    let app = spawn_app().await;
+    let get = |path: &'static str| {
+        let (client, url) = (app.client.clone(), app.url(path));
+        async move {
+            let r = client.get(url).send().await.expect("send");
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let full = get("/openapi.json").await;
+    let paths = |doc: &Value| -> BTreeSet<String> {
+        doc["paths"].as_object().expect("paths").keys().cloned().collect()
+    };
+    let all = paths(&full);
+    for (doc, prefix, other) in [
+        ("/openapi/v1.json", "/api/v1/", "/api/v2/"),
+        ("/openapi/v2.json", "/api/v2/", "/api/v1/"),
+    ] {
+        let spec = get(doc).await;
+        let mine = paths(&spec);
+        assert!(
+            mine.iter()
+                .all(|p| p.starts_with(prefix) || !p.starts_with("/api/")),
+            "{doc}: {mine:?}"
+        );
+        assert!(!mine.iter().any(|p| p.starts_with(other)), "{doc}");
+        let expected: BTreeSet<String> = all
+            .iter()
+            .filter(|p| p.starts_with(prefix) || !p.starts_with("/api/"))
+            .cloned()
+            .collect();
+        assert_eq!(mine, expected, "{doc}");
+        assert!(mine.len() > 20, "{doc}: {mine:?}");
+    }
+    // Swagger UI offers both in its selector.
+    let r = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    let init = r.text().await.expect("js");
+    assert!(
+        init.contains("/openapi/v1.json") && init.contains("/openapi/v2.json"),
+        "{init}"
+    );
+}
+
 #[actix_web::test]
 async fn docs_are_served_by_the_server_itself() {
     let app = spawn_app().await;
@@ -159,4 +214,8 @@ async fn docs_render_in_a_headless_browser() {
     for operation in ["Place an order", "Log in", "List products"] {
         assert!(dom.contains(operation), "{operation} not shown");
     }
+    // One version at a time, chosen in the selector (v2 first).
+    assert!(dom.contains("v1 (/api/v1)"), "no version selector");
+    assert!(dom.contains("/api/v2/orders"), "v2 not shown first");
+    assert!(!dom.contains("/api/v1/orders"), "v1 shown beside v2");
 }

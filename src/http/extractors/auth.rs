@@ -4,7 +4,7 @@ use std::future::{ready, Ready};
 
 use actix_web::{dev::Payload, http::header, FromRequest, HttpMessage, HttpRequest};
 
-use crate::{auth::AuthUser, error::AppError, http::AppState};
+use crate::{auth::AuthUser, domain::Role, error::AppError, http::AppState};
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_LEN: usize = 4096;
@@ -68,5 +68,18 @@ impl FromRequest for OptionalAuth {
         } else {
             ready(Ok(Self(None)))
         }
+    }
+}
+
+/// A caller with the admin role or higher; anyone else gets 403 (401
+/// without a valid token), before the body is even read.
+pub struct Admin(pub AuthUser);
+
+impl FromRequest for Admin {
+    type Error = AppError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|u| u.require(Role::Admin)).map(Self))
     }
 }

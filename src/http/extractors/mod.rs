@@ -4,4 +4,5 @@ pub mod auth;
 pub mod json;
 pub mod version;
 
+pub use auth::Admin;
 pub use json::JsonBody;

@@ -1,14 +1,15 @@
 //! `/api/v1/auth/*`: login, refresh, logout, me.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpResponse};
 use serde::Deserialize;
 
+use super::ask;
 use crate::{
     actors::user::{GetUser, Login, Logout, Refresh},
     auth::AuthUser,
     error::AppError,
     http::AppState,
-    http::{envelope, extractors::JsonBody, validate::Fields},
+    http::{extractors::JsonBody, validate::Fields},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
@@ -63,8 +64,13 @@ pub async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> Res
     let (Some(email), Some(password)) = (email, password) else {
         return Err(AppError::internal(anyhow::anyhow!("validated fields missing")));
     };
-    let pair = state.users.send(Login { email, password }).await??;
-    Ok(envelope::ok("Login successful", pair))
+    ask(
+        &state.users,
+        Login { email, password },
+        StatusCode::OK,
+        "Login successful",
+    )
+    .await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -101,8 +107,13 @@ pub async fn refresh(
     body: JsonBody<RefreshBody>,
 ) -> Result<HttpResponse, AppError> {
     let token = refresh_token(body.0)?;
-    let pair = state.users.send(Refresh { refresh_token: token }).await??;
-    Ok(envelope::ok("Token refreshed successfully", pair))
+    ask(
+        &state.users,
+        Refresh { refresh_token: token },
+        StatusCode::OK,
+        "Token refreshed successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -120,14 +131,16 @@ pub async fn logout(
     body: JsonBody<RefreshBody>,
 ) -> Result<HttpResponse, AppError> {
     let token = refresh_token(body.0)?;
-    state
-        .users
-        .send(Logout {
+    ask(
+        &state.users,
+        Logout {
             user_id: caller.id,
             refresh_token: token,
-        })
-        .await??;
-    Ok(envelope::ok("Logged out successfully", serde_json::Value::Null))
+        },
+        StatusCode::OK,
+        "Logged out successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -139,12 +152,14 @@ pub async fn logout(
     security(("bearer_auth" = []))
 )]
 pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, AppError> {
-    let user = state
-        .users
-        .send(GetUser {
+    ask(
+        &state.users,
+        GetUser {
             caller,
             id: caller.id,
-        })
-        .await??;
-    Ok(envelope::ok("User retrieved successfully", user))
+        },
+        StatusCode::OK,
+        "User retrieved successfully",
+    )
+    .await
 }

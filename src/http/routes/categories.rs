@@ -1,17 +1,17 @@
 //! `/api/v{1,2}/categories`: public reads, admin writes.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpResponse};
 use serde::Deserialize;
 
+use super::ask;
 use crate::{
     actors::catalog::{CreateCategory, DeleteCategory, UpdateCategory, CATEGORIES_CURSOR_SCOPE},
-    auth::AuthUser,
-    domain::{text::bounded, Role},
+    domain::text::bounded,
     error::AppError,
     http::AppState,
     http::{
         envelope,
-        extractors::JsonBody,
+        extractors::{Admin, JsonBody},
         validate::{checked, Fields},
     },
     models::category::CategoryChanges,
@@ -91,10 +91,9 @@ pub async fn get(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpR
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    _admin: Admin,
     body: JsonBody<CategoryBody>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
     let body = body.0;
     let mut f = Fields::new();
     let name = f.required("name", body.name.as_deref(), parse_name);
@@ -104,14 +103,16 @@ pub async fn create(
         parse_description,
     );
     f.finish()?;
-    let category = state
-        .catalog_writer
-        .send(CreateCategory {
+    ask(
+        &state.catalog_writer,
+        CreateCategory {
             name: checked(name)?,
             description: description.filter(|d| !d.is_empty()),
-        })
-        .await??;
-    Ok(envelope::created("Category created successfully", category))
+        },
+        StatusCode::CREATED,
+        "Category created successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -126,11 +127,10 @@ pub async fn create(
 )]
 pub async fn update(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    _admin: Admin,
     id: web::Path<i64>,
     body: JsonBody<CategoryBody>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
     let body = body.0;
     let mut f = Fields::new();
     let name = f.optional("name", body.name.as_deref(), parse_name);
@@ -142,14 +142,16 @@ pub async fn update(
             .map(|d| Some(d).filter(|d| !d.is_empty())),
     };
     f.finish()?;
-    let category = state
-        .catalog_writer
-        .send(UpdateCategory {
+    ask(
+        &state.catalog_writer,
+        UpdateCategory {
             id: *id,
             changes: CategoryChanges { name, description },
-        })
-        .await??;
-    Ok(envelope::ok("Category updated successfully", category))
+        },
+        StatusCode::OK,
+        "Category updated successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -163,13 +165,14 @@ pub async fn update(
 )]
 pub async fn delete(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    _admin: Admin,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
-    state.catalog_writer.send(DeleteCategory { id: *id }).await??;
-    Ok(envelope::ok(
+    ask(
+        &state.catalog_writer,
+        DeleteCategory { id: *id },
+        StatusCode::OK,
         "Category deleted successfully",
-        serde_json::Value::Null,
-    ))
+    )
+    .await
 }

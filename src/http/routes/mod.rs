@@ -8,7 +8,33 @@ use std::{collections::BTreeSet, sync::Mutex};
 
 use actix_web::web;
 
-use crate::pagination::ApiVersion;
+use actix::{dev::ToEnvelope, Actor, Addr, Handler, Message};
+use actix_web::{http::StatusCode, HttpResponse};
+use serde::Serialize;
+
+use crate::{
+    error::AppError,
+    http::{envelope, openapi},
+    pagination::ApiVersion,
+};
+
+/// The tail every handler shares: send `msg` to `actor`, wrap its answer in a
+/// success envelope with `status` and `message`.
+pub async fn ask<A, M, T>(
+    actor: &Addr<A>,
+    msg: M,
+    status: StatusCode,
+    message: &str,
+) -> Result<HttpResponse, AppError>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message<Result = Result<T, AppError>> + Send + 'static,
+    T: Serialize + Send + 'static,
+{
+    let data = actor.send(msg).await??;
+    Ok(envelope::respond(status, message, data))
+}
 
 static REGISTERED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
 
@@ -74,7 +100,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .insert_header((actix_web::http::header::LOCATION, "/docs/"))
             .finish()
     }));
+    // `/openapi.json` covers every route, for tools; /docs shows one document
+    // per version, with Swagger UI's selector.
+    let full = openapi::spec();
+    let full_json = full.to_json().unwrap_or_default();
+    cfg.service(web::resource("/openapi.json").to(move || {
+        let body = full_json.clone();
+        async move {
+            actix_web::HttpResponse::Ok()
+                .content_type(actix_web::http::header::ContentType::json())
+                .body(body)
+        }
+    }));
     cfg.service(
-        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", crate::http::openapi::spec()),
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+            .url(
+                utoipa_swagger_ui::Url::new("v2 (/api/v2, and /api)", "/openapi/v2.json"),
+                openapi::version_spec(&full, "/api/v2/", "storefront API v2"),
+            )
+            .url(
+                utoipa_swagger_ui::Url::new("v1 (/api/v1)", "/openapi/v1.json"),
+                openapi::version_spec(&full, "/api/v1/", "storefront API v1"),
+            ),
     );
 }

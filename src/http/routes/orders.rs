@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{value::RawValue, Value};
 use sha2::{Digest, Sha256};
 
+use super::ask;
 use crate::{
     actors::{
         inventory::{Line, PlaceOrder},
@@ -19,7 +20,7 @@ use crate::{
     http::AppState,
     http::{
         envelope,
-        extractors::JsonBody,
+        extractors::{Admin, JsonBody},
         validate::{checked, integer, Fields},
     },
     models::order::OrderFilter,
@@ -249,14 +250,16 @@ pub async fn list(
     } else {
         Some(caller.id)
     };
-    let orders = state
-        .orders
-        .send(ListOrders {
+    ask(
+        &state.orders,
+        ListOrders {
             filter: OrderFilter { user_id, status },
             page,
-        })
-        .await??;
-    Ok(envelope::ok("Orders retrieved successfully", orders))
+        },
+        StatusCode::OK,
+        "Orders retrieved successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -273,8 +276,13 @@ pub async fn get(
     caller: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    let order = state.orders.send(GetOrder { caller, id: *id }).await??;
-    Ok(envelope::ok("Order retrieved successfully", order))
+    ask(
+        &state.orders,
+        GetOrder { caller, id: *id },
+        StatusCode::OK,
+        "Order retrieved successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -291,15 +299,17 @@ pub async fn cancel(
     caller: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    let order = state
-        .orders
-        .send(ChangeStatus {
+    ask(
+        &state.orders,
+        ChangeStatus {
             caller,
             id: *id,
             status: OrderStatus::Cancelled,
-        })
-        .await??;
-    Ok(envelope::ok("Order cancelled successfully", order))
+        },
+        StatusCode::OK,
+        "Order cancelled successfully",
+    )
+    .await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -320,23 +330,24 @@ pub struct StatusBody {
 )]
 pub async fn change_status(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    Admin(caller): Admin,
     id: web::Path<i64>,
     body: JsonBody<StatusBody>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
     let mut f = Fields::new();
     let status = f.required("status", body.0.status.as_deref(), str::parse::<OrderStatus>);
     f.finish()?;
-    let order = state
-        .orders
-        .send(ChangeStatus {
+    ask(
+        &state.orders,
+        ChangeStatus {
             caller,
             id: *id,
             status: checked(status)?,
-        })
-        .await??;
-    Ok(envelope::ok("Order status updated successfully", order))
+        },
+        StatusCode::OK,
+        "Order status updated successfully",
+    )
+    .await
 }
 
 #[cfg(test)]

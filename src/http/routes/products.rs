@@ -1,21 +1,21 @@
 //! `/api/v{1,2}/products`: public reads, admin writes, stock movements.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::ask;
 use crate::{
     actors::{
         catalog::{CreateProduct, DeleteProduct, UpdateProduct},
         inventory::AdjustStock,
     },
-    auth::AuthUser,
-    domain::{money::Money, quantity::parse_stock, text::bounded, Role, StockDelta},
+    domain::{money::Money, quantity::parse_stock, text::bounded, StockDelta},
     error::AppError,
     http::AppState,
     http::{
         envelope,
-        extractors::{auth::OptionalAuth, JsonBody},
+        extractors::{auth::OptionalAuth, Admin, JsonBody},
         validate::{checked, double_option, integer, Fields},
     },
     models::product::{NewProduct, ProductChanges, ProductFilter, ProductSort},
@@ -170,10 +170,9 @@ pub struct CreateBody {
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    _admin: Admin,
     body: JsonBody<CreateBody>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
     let b = body.0;
     let mut f = Fields::new();
     let name = f.required("name", b.name.as_deref(), parse_name);
@@ -186,9 +185,9 @@ pub async fn create(
         .unwrap_or(0);
     let category_id = f.optional_value("category_id", b.category_id.as_ref(), parse_id);
     f.finish()?;
-    let product = state
-        .catalog_writer
-        .send(CreateProduct {
+    ask(
+        &state.catalog_writer,
+        CreateProduct {
             product: NewProduct {
                 name: checked(name)?,
                 description: description.filter(|d| !d.is_empty()),
@@ -196,9 +195,11 @@ pub async fn create(
                 stock_quantity: stock,
                 category_id,
             },
-        })
-        .await??;
-    Ok(envelope::created("Product created successfully", product))
+        },
+        StatusCode::CREATED,
+        "Product created successfully",
+    )
+    .await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -236,11 +237,10 @@ pub struct UpdateBody {
 )]
 pub async fn update(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    _admin: Admin,
     id: web::Path<i64>,
     body: JsonBody<UpdateBody>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
     let b = body.0;
     let mut f = Fields::new();
     if b.stock_quantity.is_some() {
@@ -271,11 +271,13 @@ pub async fn update(
         category_id,
         is_active: b.is_active,
     };
-    let product = state
-        .catalog_writer
-        .send(UpdateProduct { id: *id, changes })
-        .await??;
-    Ok(envelope::ok("Product updated successfully", product))
+    ask(
+        &state.catalog_writer,
+        UpdateProduct { id: *id, changes },
+        StatusCode::OK,
+        "Product updated successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -289,12 +291,16 @@ pub async fn update(
 )]
 pub async fn delete(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    _admin: Admin,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
-    state.catalog_writer.send(DeleteProduct { id: *id }).await??;
-    Ok(envelope::ok("Product deleted successfully", Value::Null))
+    ask(
+        &state.catalog_writer,
+        DeleteProduct { id: *id },
+        StatusCode::OK,
+        "Product deleted successfully",
+    )
+    .await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -316,22 +322,23 @@ pub struct StockBody {
 )]
 pub async fn adjust_stock(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    _admin: Admin,
     id: web::Path<i64>,
     body: JsonBody<StockBody>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
     let mut f = Fields::new();
     let delta = f.required_value("delta", body.0.delta.as_ref(), |v| {
         integer(v).and_then(StockDelta::new)
     });
     f.finish()?;
-    let level = state
-        .inventory
-        .send(AdjustStock {
+    ask(
+        &state.inventory,
+        AdjustStock {
             product_id: *id,
             delta: checked(delta)?.get(),
-        })
-        .await??;
-    Ok(envelope::ok("Stock updated successfully", level))
+        },
+        StatusCode::OK,
+        "Stock updated successfully",
+    )
+    .await
 }

@@ -1,8 +1,9 @@
 //! `/api/v{1,2}/users`: registration and user management.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpResponse};
 use serde::Deserialize;
 
+use super::ask;
 use crate::{
     actors::user::{
         ChangeRole, DeleteUser, GetUser, ListUsers, Register, UpdateUser, UserUpdate, USERS_CURSOR_SCOPE,
@@ -12,8 +13,7 @@ use crate::{
     error::AppError,
     http::AppState,
     http::{
-        envelope,
-        extractors::JsonBody,
+        extractors::{Admin, JsonBody},
         validate::{checked, Fields},
     },
     pagination::{ApiVersion, PageParams},
@@ -54,16 +54,18 @@ pub async fn register(
     let password = f.required("password", body.password.as_deref(), Password::parse);
     let name = f.required("name", body.name.as_deref(), UserName::parse);
     f.finish()?;
-    let user = state
-        .users
-        .send(Register {
+    ask(
+        &state.users,
+        Register {
             email: checked(email)?,
             password: checked(password)?,
             name: checked(name)?,
             role: Role::User,
-        })
-        .await??;
-    Ok(envelope::created("User registered successfully", user))
+        },
+        StatusCode::CREATED,
+        "User registered successfully",
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -84,11 +86,10 @@ pub struct ListQuery {
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    _admin: Admin,
     version: ApiVersion,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
     let query = query.into_inner();
     let page = state
         .cursors
@@ -97,8 +98,13 @@ pub async fn list(
         Some(s) => Some(bounded(s, 1, 100, false).map_err(|e| AppError::invalid_field("search", e))?),
         None => None,
     };
-    let users = state.users.send(ListUsers { search, page }).await??;
-    Ok(envelope::ok("Users retrieved successfully", users))
+    ask(
+        &state.users,
+        ListUsers { search, page },
+        StatusCode::OK,
+        "Users retrieved successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -115,8 +121,13 @@ pub async fn get(
     caller: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    let user = state.users.send(GetUser { caller, id: *id }).await??;
-    Ok(envelope::ok("User retrieved successfully", user))
+    ask(
+        &state.users,
+        GetUser { caller, id: *id },
+        StatusCode::OK,
+        "User retrieved successfully",
+    )
+    .await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -158,15 +169,17 @@ pub async fn update(
         current_password: body.current_password.filter(|p| p.chars().count() <= 128),
     };
     f.finish()?;
-    let user = state
-        .users
-        .send(UpdateUser {
+    ask(
+        &state.users,
+        UpdateUser {
             caller,
             id: *id,
             update,
-        })
-        .await??;
-    Ok(envelope::ok("User updated successfully", user))
+        },
+        StatusCode::OK,
+        "User updated successfully",
+    )
+    .await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -195,15 +208,17 @@ pub async fn change_role(
     let mut f = Fields::new();
     let role = f.required("role", body.0.role.as_deref(), str::parse::<Role>);
     f.finish()?;
-    let user = state
-        .users
-        .send(ChangeRole {
+    ask(
+        &state.users,
+        ChangeRole {
             caller,
             id: *id,
             role: checked(role)?,
-        })
-        .await??;
-    Ok(envelope::ok("User role updated successfully", user))
+        },
+        StatusCode::OK,
+        "User role updated successfully",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -220,6 +235,11 @@ pub async fn delete(
     caller: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    state.users.send(DeleteUser { caller, id: *id }).await??;
-    Ok(envelope::ok("User deleted successfully", serde_json::Value::Null))
+    ask(
+        &state.users,
+        DeleteUser { caller, id: *id },
+        StatusCode::OK,
+        "User deleted successfully",
+    )
+    .await
 }
