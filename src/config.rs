@@ -64,7 +64,8 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub json_limit: usize,
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Peers whose `X-Forwarded-For` is believed: addresses or CIDR ranges.
+    pub trusted_proxies: Vec<TrustedProxy>,
     pub allowed_origins: Vec<String>,
     pub shutdown_timeout_secs: u64,
     pub bench_endpoints: bool,
@@ -146,6 +147,31 @@ pub struct RateLimitSettings {
     pub api_max: u32,
     pub auth_max: u32,
     pub window_secs: u64,
+    /// IPv6 clients are counted by this prefix of their address (a /64 is
+    /// one allocation: rotating within it does not reset the counter).
+    pub ipv6_prefix: u8,
+}
+
+/// A trusted proxy: one address (`10.0.0.1`) or a CIDR range (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy(pub ipnet::IpNet);
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("server.trusted_proxies: {s:?} is neither an IP address nor a CIDR range"))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -32,7 +32,7 @@ use crate::{
         extractors::json::JsonLimit,
         middleware::{
             self,
-            rate_limit::{RateLimiter, Scope},
+            rate_limit::{LoginLimit, RateLimiter, Scope},
         },
         routes::{self, oauth::OAuthRedirects},
         AppState,
@@ -351,6 +351,7 @@ fn run(listener: TcpListener, state: web::Data<AppState>, settings: &Settings) -
     // Built once so every worker shares the same in-process counters.
     let api_limit = limiter.governor_config(Scope::Api);
     let login_limit = limiter.governor_config(Scope::Login);
+    let login_shared = web::Data::new(LoginLimit(login_limit.clone()));
     let limiter = web::Data::new(limiter);
     let mut server = HttpServer::new(move || {
         App::new()
@@ -361,12 +362,15 @@ fn run(listener: TcpListener, state: web::Data<AppState>, settings: &Settings) -
             .wrap(Governor::new(&login_limit))
             .wrap(from_fn(middleware::rate_limit::shared))
             .wrap(cors(&origins))
+            // Again outside CORS: a refused CORS request gets the envelope too.
+            .wrap(errors::envelope_errors())
             .wrap(middleware::security_headers::middleware())
             .wrap(from_fn(middleware::span::access_log))
             .wrap(TracingLogger::<middleware::span::StorefrontRootSpan>::new())
             .wrap(from_fn(middleware::request_id::middleware))
             .app_data(state.clone())
             .app_data(limiter.clone())
+            .app_data(login_shared.clone())
             .app_data(JsonLimit(json_limit))
             .app_data(web::PayloadConfig::new(json_limit))
             .app_data(web::PathConfig::default().error_handler(errors::path_error))

@@ -98,3 +98,12 @@ pub fn ok_raw(message: &'static str, data_json: &str) -> HttpResponse {
     );
     raw(StatusCode::OK, body)
 }
+
+/// Marks a response that carries a token as never to be stored by any cache.
+pub fn no_store(mut res: HttpResponse) -> HttpResponse {
+    res.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    res
+}

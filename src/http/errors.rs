@@ -100,7 +100,7 @@ pub fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error 
 }
 
 /// Error responses that are not JSON yet (405 from a resource, errors of
-/// third-party middleware) get the envelope.
+/// third-party middleware such as a refused CORS request) get the envelope.
 pub fn envelope_errors<B: 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
         let is_json = res
@@ -112,7 +112,11 @@ pub fn envelope_errors<B: 'static>() -> ErrorHandlers<B> {
             return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
         }
         let status = res.status();
+        let cors = res.request().headers().contains_key(header::ORIGIN);
         let message = match status {
+            StatusCode::BAD_REQUEST if cors => {
+                "CORS request refused: origin, method or headers not allowed".to_owned()
+            }
             StatusCode::METHOD_NOT_ALLOWED => "Method not allowed".to_owned(),
             StatusCode::NOT_FOUND => "Route not found".to_owned(),
             s if s.is_server_error() => "Internal server error".to_owned(),

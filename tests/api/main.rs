@@ -16,4 +16,5 @@ mod ops;
 mod orders;
 mod redis;
 mod reliability;
+mod security;
 mod users;

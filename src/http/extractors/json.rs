@@ -76,15 +76,25 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_data() && path != "." {
-            // The text up to " at line" is serde's description of the type
-            // mismatch; it names types, never internals.
-            let msg = inner.to_string();
-            let msg = msg.split(" at line").next().unwrap_or("has an invalid value");
-            AppError::Validation(vec![FieldError::new(path, msg)])
+            AppError::Validation(vec![FieldError::new(path, expected(&inner.to_string()))])
         } else {
             AppError::BadRequest("Malformed JSON in request body".into())
         }
     })
+}
+
+/// What a field must be, from serde's description of a mismatch ("invalid
+/// type: integer `31415`, expected a string at line 1 column 9"): the expected
+/// type only, never the rejected value, which may be a password.
+fn expected(serde_message: &str) -> String {
+    let message = serde_message.split(" at line ").next().unwrap_or_default();
+    if let Some(field) = message.strip_prefix("missing field ") {
+        return format!("is required ({field})");
+    }
+    match message.rsplit_once(", expected ") {
+        Some((_, what)) if !what.contains('`') || what.starts_with("one of") => format!("must be {what}"),
+        _ => "has an invalid value".to_owned(),
+    }
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
@@ -154,6 +164,29 @@ mod tests {
         match parse::<Body>(br#"{"items":[{"quantity":1},{"quantity":"x"}]}"#) {
             Err(AppError::Validation(errs)) => {
                 assert_eq!(errs[0].field.as_deref(), Some("items[1].quantity"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_expected_type_never_the_value() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Login {
+            password: String,
+        }
+        match parse::<Login>(br#"{"password": 31415926535897}"#) {
+            Err(AppError::Validation(errs)) => {
+                assert_eq!(errs[0].field.as_deref(), Some("password"));
+                assert_eq!(errs[0].message, "must be a string");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse::<Body>(br#"{"items":[{"quantity":"Secret-123"}]}"#) {
+            Err(AppError::Validation(errs)) => {
+                assert!(!errs[0].message.contains("Secret"), "{errs:?}");
+                assert_eq!(errs[0].message, "must be i32");
             }
             other => panic!("unexpected {other:?}"),
         }

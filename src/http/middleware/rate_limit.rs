@@ -10,11 +10,21 @@
 //!   GCRA limiter (burst = the limit, one request back every window/limit)
 //!   enforces the same limits per instance.
 //!
-//! The client is the TCP peer, or — only when the peer is one of
+//! The limits apply to the resource the router serves, however the path is
+//! spelled: percent-encoded, with duplicate or trailing slashes, under v1, v2
+//! or unversioned. A self-service check of `current_password` counts against
+//! the login limit too (`count_login`).
+//!
+//! The client is the TCP peer, or — only when the peer is within
 //! `server.trusted_proxies` — the right-most address in `X-Forwarded-For`
-//! that is not itself a trusted proxy.
+//! that is not itself a trusted proxy. IPv6 clients are counted by their
+//! `rate_limit.ipv6_prefix` (a /64 by default).
 
-use std::{net::IpAddr, sync::LazyLock, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::LazyLock,
+    time::Duration,
+};
 
 use actix_governor::{
     governor::{clock::QuantaInstant, middleware::NoOpMiddleware, NotUntil},
@@ -24,14 +34,18 @@ use actix_web::{
     body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
-        header::{HeaderName, HeaderValue, RETRY_AFTER},
+        header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER},
         Method,
     },
     middleware::Next,
-    web, Error, HttpMessage, HttpResponse, HttpResponseBuilder, ResponseError,
+    web, Error, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError,
 };
 
-use crate::{cache::RedisHealth, config::RateLimitSettings, error::AppError};
+use crate::{
+    cache::RedisHealth,
+    config::{RateLimitSettings, TrustedProxy},
+    error::AppError,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -47,25 +61,34 @@ impl Scope {
         }
     }
 
+    /// `path` as `routed_path` gives it.
     fn applies(self, method: &Method, path: &str) -> bool {
         match self {
-            Self::Api => path.starts_with("/api/"),
-            Self::Login => {
-                method == Method::POST
-                    && matches!(
-                        path.trim_end_matches('/'),
-                        "/api/v1/auth/login" | "/api/v2/auth/login" | "/api/auth/login"
-                    )
-            }
+            Self::Api => path == "/api" || path.starts_with("/api/"),
+            Self::Login => method == Method::POST && path == "/api/auth/login",
         }
     }
+}
+
+/// The path as the router sees it, with the version taken out: percent-
+/// decoded, duplicate slashes collapsed, no trailing slash, and
+/// `/api/v1/...`, `/api/v2/...` written `/api/...`. So `/%61pi//v1/auth/%6Cogin/`
+/// counts as `/api/auth/login`.
+fn routed_path(raw: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+    let segments = match segments.as_slice() {
+        ["api", "v1" | "v2", rest @ ..] => std::iter::once("api").chain(rest.iter().copied()).collect(),
+        _ => segments,
+    };
+    format!("/{}", segments.join("/"))
 }
 
 /// Settings and the Redis connection, shared by both limiters (app data).
 #[derive(Clone)]
 pub struct RateLimiter {
     pub settings: RateLimitSettings,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// `None` without Redis.
     pub redis: Option<RedisHealth>,
 }
@@ -87,10 +110,24 @@ impl RateLimiter {
         if !self.settings.enabled {
             return Vec::new();
         }
+        let path = routed_path(req.path());
         [Scope::Login, Scope::Api]
             .into_iter()
-            .filter(|s| s.applies(req.method(), req.path()))
+            .filter(|s| s.applies(req.method(), &path))
             .collect()
+    }
+
+    /// The key a request is counted under: the client address, IPv6 cut to
+    /// `rate_limit.ipv6_prefix`.
+    fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        client_ip(peer?.ip(), headers, &self.trusted_proxies).map(|ip| match ip {
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.settings.ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+            v4 => v4,
+        })
     }
 
     /// The in-process limiter's configuration for `scope`. Build it once:
@@ -116,20 +153,19 @@ impl RateLimiter {
     }
 }
 
-/// The client address a request is counted against.
-pub fn client_ip(req: &ServiceRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
-    if !trusted.contains(&peer) {
+/// The client address of a request from `peer`.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.0.contains(ip));
+    if !is_trusted(&peer) {
         return Some(peer);
     }
-    let forwarded: Vec<&str> = req
-        .headers()
+    let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
         .collect();
     for part in forwarded.iter().rev().flat_map(|h| h.rsplit(',')) {
         match part.trim().parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) if is_trusted(&ip) => continue,
             Ok(ip) => return Some(ip),
             // Garbage from the client side of the chain: stop believing it.
             Err(_) => break,
@@ -204,6 +240,91 @@ return out
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(COUNT));
 
+impl RateLimiter {
+    /// Counts one request of `client` in each of `scopes` in Redis; `None`
+    /// when Redis failed (the in-process limiter then counts).
+    async fn count_shared(
+        &self,
+        health: &RedisHealth,
+        conn: &mut redis::aio::ConnectionManager,
+        scopes: &[Scope],
+        client: Option<IpAddr>,
+    ) -> Option<Vec<Decision>> {
+        let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let window = self.window();
+        let mut invocation = SCRIPT.prepare_invoke();
+        for scope in scopes {
+            invocation.key(format!("{}:rl:{}:{client}", health.prefix(), scope.name()));
+        }
+        invocation.arg(window.as_millis() as u64);
+        let counts: Vec<i64> = match invocation.invoke_async(conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                health.failed("rate limit", &e);
+                return None;
+            }
+        };
+        Some(
+            scopes
+                .iter()
+                .zip(counts.chunks(2))
+                .map(|(scope, pair)| Decision {
+                    max: self.max(*scope),
+                    count: pair.first().copied().unwrap_or(0).max(0) as u64,
+                    reset_secs: (pair.get(1).copied().unwrap_or(0).max(0) as u64).div_ceil(1000),
+                    window_secs: window.as_secs(),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The in-process login limiter, shared with handlers (app data) so that a
+/// password check outside `POST …/auth/login` counts against it too.
+#[derive(Clone)]
+pub struct LoginLimit(pub GovernorConfig<ScopedClient, NoOpMiddleware<QuantaInstant>>);
+
+/// Counts one password check by the caller of `req` against the login limit
+/// (a self-service change of email or password gives `current_password`):
+/// 429 once the limit is spent, exactly as `POST …/auth/login` would.
+pub async fn count_login(req: &HttpRequest) -> Result<(), AppError> {
+    let (Some(limiter), Some(login)) = (
+        req.app_data::<web::Data<RateLimiter>>(),
+        req.app_data::<web::Data<LoginLimit>>(),
+    ) else {
+        return Ok(());
+    };
+    if !limiter.settings.enabled {
+        return Ok(());
+    }
+    let client = limiter.client(req.peer_addr(), req.headers());
+    if let Some(health) = &limiter.redis {
+        if let Some(mut conn) = health.connection() {
+            if let Some(decisions) = limiter
+                .count_shared(health, &mut conn, &[Scope::Login], client)
+                .await
+            {
+                return match decisions.first() {
+                    Some(d) if d.count > u64::from(d.max) => Err(AppError::TooManyRequests {
+                        retry_after_secs: d.reset_secs.max(1),
+                    }),
+                    _ => Ok(()),
+                };
+            }
+        }
+    }
+    login.0.limiter().check_key(&client).map_err(|negative| {
+        use actix_governor::governor::clock::{Clock, DefaultClock};
+        AppError::TooManyRequests {
+            retry_after_secs: negative
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64,
+        }
+    })
+}
+
 /// The shared limiter (middleware). Falls through to the in-process one when
 /// Redis is not configured or not reachable.
 pub async fn shared(
@@ -221,31 +342,10 @@ pub async fn shared(
     let Some(mut conn) = health.connection() else {
         return next.call(req).await.map(ServiceResponse::map_into_left_body);
     };
-    let client =
-        client_ip(&req, &limiter.trusted_proxies).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let window = limiter.window();
-    let mut invocation = SCRIPT.prepare_invoke();
-    for scope in &scopes {
-        invocation.key(format!("{}:rl:{}:{client}", health.prefix(), scope.name()));
-    }
-    invocation.arg(window.as_millis() as u64);
-    let counts: Vec<i64> = match invocation.invoke_async(&mut conn).await {
-        Ok(v) => v,
-        Err(e) => {
-            health.failed("rate limit", &e);
-            return next.call(req).await.map(ServiceResponse::map_into_left_body);
-        }
+    let client = limiter.client(req.peer_addr(), req.headers());
+    let Some(decisions) = limiter.count_shared(health, &mut conn, &scopes, client).await else {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
     };
-    let decisions: Vec<Decision> = scopes
-        .iter()
-        .zip(counts.chunks(2))
-        .map(|(scope, pair)| Decision {
-            max: limiter.max(*scope),
-            count: pair.first().copied().unwrap_or(0).max(0) as u64,
-            reset_secs: (pair.get(1).copied().unwrap_or(0).max(0) as u64).div_ceil(1000),
-            window_secs: window.as_secs(),
-        })
-        .collect();
     if let Some(exceeded) = decisions.iter().find(|d| d.count > u64::from(d.max)) {
         let res = too_many(exceeded);
         return Ok(req.into_response(res).map_into_right_body());
@@ -283,7 +383,7 @@ impl KeyExtractor for ScopedClient {
         {
             return Ok(None);
         }
-        Ok(client_ip(req, &self.limiter.trusted_proxies))
+        Ok(self.limiter.client(req.peer_addr(), req.headers()))
     }
 
     fn exceed_rate_limit_response(
@@ -312,14 +412,53 @@ mod tests {
     use actix_web::test::TestRequest;
 
     #[test]
-    fn scopes() {
+    fn scopes_follow_the_routed_path_whatever_its_spelling() {
         let post = Method::POST;
-        assert!(Scope::Login.applies(&post, "/api/v1/auth/login"));
-        assert!(Scope::Login.applies(&post, "/api/auth/login"));
-        assert!(!Scope::Login.applies(&Method::GET, "/api/v1/auth/login"));
-        assert!(Scope::Api.applies(&Method::GET, "/api/v1/products"));
-        assert!(!Scope::Api.applies(&Method::GET, "/health/live"));
-        assert!(!Scope::Api.applies(&Method::GET, "/apiary"));
+        let login = |p: &str| Scope::Login.applies(&post, &routed_path(p));
+        for spelling in [
+            "/api/v1/auth/login",
+            "/api/v2/auth/login",
+            "/api/auth/login",
+            "/api/v1/auth/login/",
+            "/api/v1/auth/%6Cogin",
+            "/%61pi/v1/auth/login",
+            "/api/%76%31/auth/login",
+            "//api//v1///auth/login//",
+        ] {
+            assert!(login(spelling), "{spelling}");
+        }
+        assert!(!Scope::Login.applies(&Method::GET, &routed_path("/api/v1/auth/login")));
+        assert!(!login("/api/v1/auth/logout"));
+        let api = |p: &str| Scope::Api.applies(&Method::GET, &routed_path(p));
+        assert!(api("/api/v1/products") && api("/%61pi/products") && api("//api/v2"));
+        assert!(!api("/health/live") && !api("/apiary"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_prefix() {
+        let limiter = |prefix| RateLimiter {
+            settings: RateLimitSettings {
+                enabled: true,
+                api_max: 1,
+                auth_max: 1,
+                window_secs: 1,
+                ipv6_prefix: prefix,
+            },
+            trusted_proxies: Vec::new(),
+            redis: None,
+        };
+        let key = |l: &RateLimiter, ip: &str| {
+            l.client(
+                Some(SocketAddr::new(ip.parse().expect("ip"), 1)),
+                &HeaderMap::new(),
+            )
+        };
+        let l = limiter(64);
+        assert_eq!(key(&l, "2001:db8:1:2:aaaa::1"), key(&l, "2001:db8:1:2:ffff::9"));
+        assert_ne!(key(&l, "2001:db8:1:2::1"), key(&l, "2001:db8:1:3::1"));
+        assert_eq!(key(&l, "192.0.2.7"), "192.0.2.7".parse().ok());
+        let each = limiter(128);
+        assert_ne!(key(&each, "2001:db8::1"), key(&each, "2001:db8::2"));
     }
 
     #[test]
@@ -331,6 +470,7 @@ mod tests {
                     api_max,
                     auth_max: api_max,
                     window_secs,
+                    ipv6_prefix: 64,
                 },
                 trusted_proxies: Vec::new(),
                 redis: None,
@@ -342,31 +482,41 @@ mod tests {
 
     #[test]
     fn forwarded_for_counts_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.1".parse().expect("ip");
+        let proxy: TrustedProxy = "10.0.0.1".parse().expect("proxy");
         let req = |peer: &str, xff: &str| {
-            TestRequest::default()
-                .peer_addr(format!("{peer}:1234").parse().expect("addr"))
+            let r = TestRequest::default()
                 .insert_header(("x-forwarded-for", xff))
-                .to_srv_request()
+                .to_srv_request();
+            (peer.parse::<IpAddr>().expect("ip"), r.headers().clone())
+        };
+        let client_ip = |(peer, headers): (IpAddr, HeaderMap), trusted: &[TrustedProxy]| {
+            client_ip(peer, &headers, trusted)
         };
         // Untrusted peer: the header is ignored.
         assert_eq!(
-            client_ip(&req("1.2.3.4", "9.9.9.9"), &[proxy]),
+            client_ip(req("1.2.3.4", "9.9.9.9"), &[proxy]),
             "1.2.3.4".parse().ok()
         );
         // Trusted proxy: the right-most untrusted address.
         assert_eq!(
-            client_ip(&req("10.0.0.1", "6.6.6.6, 9.9.9.9"), &[proxy]),
+            client_ip(req("10.0.0.1", "6.6.6.6, 9.9.9.9"), &[proxy]),
             "9.9.9.9".parse().ok()
         );
         assert_eq!(
-            client_ip(&req("10.0.0.1", "9.9.9.9, 10.0.0.1"), &[proxy]),
+            client_ip(req("10.0.0.1", "9.9.9.9, 10.0.0.1"), &[proxy]),
             "9.9.9.9".parse().ok()
         );
         // Garbage: fall back to the peer.
         assert_eq!(
-            client_ip(&req("10.0.0.1", "nonsense"), &[proxy]),
+            client_ip(req("10.0.0.1", "nonsense"), &[proxy]),
             "10.0.0.1".parse().ok()
         );
+        // A CIDR range of proxies.
+        let range: TrustedProxy = "10.0.0.0/8".parse().expect("range");
+        assert_eq!(
+            client_ip(req("10.9.8.7", "9.9.9.9, 10.1.1.1"), &[range]),
+            "9.9.9.9".parse().ok()
+        );
+        assert!("10.0.0.0/33".parse::<TrustedProxy>().is_err());
     }
 }

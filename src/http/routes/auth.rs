@@ -9,7 +9,7 @@ use crate::{
     auth::AuthUser,
     error::AppError,
     http::AppState,
-    http::{extractors::JsonBody, validate::Fields},
+    http::{envelope, extractors::JsonBody, validate::Fields},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig, prefix: &str) {
@@ -71,6 +71,7 @@ pub async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> Res
         "Login successful",
     )
     .await
+    .map(envelope::no_store)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -114,6 +115,7 @@ pub async fn refresh(
         "Token refreshed successfully",
     )
     .await
+    .map(envelope::no_store)
 }
 
 #[utoipa::path(

@@ -47,7 +47,9 @@ fn state_cookie(value: &str, secure: bool, max_age: CookieDuration) -> Cookie<'s
 
 fn redirect(to: &str) -> actix_web::HttpResponseBuilder {
     let mut b = HttpResponse::Found();
-    b.insert_header((LOCATION, to.to_owned()));
+    // The success redirect carries the tokens (in the fragment).
+    b.insert_header((LOCATION, to.to_owned()))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
     b
 }
 

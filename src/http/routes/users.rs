@@ -1,9 +1,10 @@
 //! `/api/v{1,2}/users`: registration and user management.
 
-use actix_web::{http::StatusCode, web, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::ask;
+use crate::http::middleware::rate_limit::count_login;
 use crate::{
     actors::user::{
         ChangeRole, DeleteUser, GetUser, ListUsers, Register, UpdateUser, UserUpdate, USERS_CURSOR_SCOPE,
@@ -156,11 +157,16 @@ pub struct UpdateBody {
 )]
 pub async fn update(
     state: web::Data<AppState>,
+    req: HttpRequest,
     caller: AuthUser,
     id: web::Path<i64>,
     body: JsonBody<UpdateBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.0;
+    // A password check is a login attempt: it spends the login limit.
+    if body.current_password.is_some() {
+        count_login(&req).await?;
+    }
     let mut f = Fields::new();
     let update = UserUpdate {
         name: f.optional("name", body.name.as_deref(), UserName::parse),
