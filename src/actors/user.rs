@@ -705,9 +705,10 @@ impl Handler<CompleteOAuth> for UserActor {
     }
 }
 
-/// Links by Google id first, else by a verified email, else creates a user
-/// without a password. An unverified email is never linked, nor used to
-/// create an account (it could pre-claim someone else's address).
+/// Links by Google id first, else by a verified email (clearing the local
+/// password and ending its logins), else creates a user without a password.
+/// An unverified email is never linked, nor used to create an account (it
+/// could pre-claim someone else's address).
 async fn link_or_create(c: &Ctx, info: &UserInfo) -> Result<UserRow, OAuthFailure> {
     let fail = |e: diesel::result::Error| {
         tracing::error!(error = %e, "OAuth account lookup failed");
@@ -746,8 +747,17 @@ async fn link_or_create(c: &Ctx, info: &UserInfo) -> Result<UserRow, OAuthFailur
             // Linked to another Google account already.
             return Err(OAuthFailure::AccountDisabled);
         }
+        // The local account's email was never verified; the provider's is.
+        // The owner of the verified email wins: the password goes, and every
+        // login made with it ends, in the same transaction as the link.
         let existing = active(existing)?;
-        return user::link_google(&mut conn, existing.id, &info.sub)
+        let (id, sub) = (existing.id, info.sub.clone());
+        return conn
+            .transaction::<_, diesel::result::Error, _>(async move |conn| {
+                let linked = user::link_google(conn, id, &sub).await?;
+                refresh_token::revoke_all_for_user(conn, id).await?;
+                Ok(linked)
+            })
             .await
             .map_err(fail);
     }

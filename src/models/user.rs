@@ -234,9 +234,15 @@ pub async fn find_by_google_id(
         .optional()
 }
 
+/// Links a Google account to a local one and clears its password: the local
+/// email was never verified, the provider's was, so whoever set the password
+/// may not be the email's owner.
 pub async fn link_google(conn: &mut AsyncPgConnection, id: i64, google_id: &str) -> QueryResult<UserRow> {
     diesel::update(users::table.find(id))
-        .set(users::google_id.eq(google_id))
+        .set((
+            users::google_id.eq(google_id),
+            users::password_hash.eq(None::<String>),
+        ))
         .returning(UserRow::as_returning())
         .get_result(conn)
         .await

@@ -318,6 +318,7 @@ async fn a_new_google_user_is_created_and_gets_tokens_in_the_fragment() {
 async fn a_verified_email_links_an_existing_account_an_unverified_one_never() {
     let fake = start_fake();
     let app = app_with_fake(&fake).await;
+    // Someone registered ada's address with a password of their own.
     let existing = app.user("ada@example.com").await;
 
     fake.set(|s| s.profile = profile("g-evil", "ada@example.com", false));
@@ -333,10 +334,23 @@ async fn a_verified_email_links_an_existing_account_an_unverified_one_never() {
     let me = app.get("/api/v1/auth/me", Some(&f["access_token"])).await;
     assert_eq!(me.data()["id"], json!(existing.id));
     assert_eq!(app.db.texts("SELECT google_id AS name FROM users"), ["g-ada"]);
-    // The password still works too.
+    // The owner of the verified email wins: the password set before it was
+    // verified stops working, and so does every login made with it.
     assert_eq!(
         app.login("ada@example.com", PASSWORD).await.status,
-        StatusCode::OK
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": existing.refresh}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert_eq!(
+        app.count("SELECT count(*) FROM users WHERE password_hash IS NULL"),
+        1
     );
 
     // Deactivated accounts cannot log in this way either.
