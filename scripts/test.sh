@@ -75,6 +75,9 @@ export STOREFRONT_TEST_PG="${STOREFRONT_TEST_PG:-$PG_URL_BASE}"
 export STOREFRONT_TEST_REDIS="${STOREFRONT_TEST_REDIS:-redis://127.0.0.1:6379}"
 
 echo "==> cargo test (Postgres: ${STOREFRONT_TEST_PG%%@*}@..., Redis: $STOREFRONT_TEST_REDIS)" >&2
+# The binaries first: the instances test runs the workspace's load tester,
+# which `cargo test` builds only as a test harness.
+cargo build --workspace --bins
 cargo test --all-targets "$@"
 
 # Then, alone (it restarts the Postgres server every other test uses), the

@@ -226,6 +226,14 @@ pub struct DeleteUser {
 #[rtype(result = "Result<(), AppError>")]
 pub struct Ping;
 
+/// The caller's role and whether the account is active, as the database
+/// says now (a token's claims may be up to `auth.access_ttl_secs` old).
+#[derive(Message)]
+#[rtype(result = "Result<Option<(Role, bool)>, AppError>")]
+pub struct CurrentAccount {
+    pub id: i64,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(serde::Deserialize))]
 pub struct TokenPair {
@@ -468,8 +476,19 @@ impl Handler<UpdateUser> for UserActor {
                 visible_target(&mut conn, caller, id).await?
             };
             check_rank(caller, &target)?;
+            if caller.id == id && !target.is_active {
+                // A deactivated account's token may still be valid: no writes.
+                return Err(AppError::Unauthorized("Account is deactivated".into()));
+            }
             let sensitive = update.email.as_ref().is_some_and(|e| e.as_str() != target.email)
                 || update.password.is_some();
+            // Another account's email or password (the keys to it) only from
+            // a strictly higher role: an admin cannot take over a peer admin.
+            if sensitive && caller.id != id && caller.role <= target.role {
+                return Err(AppError::Forbidden(
+                    "Changing another account's email or password needs a higher role than theirs".into(),
+                ));
+            }
             // Self-service changes of email or password need the current
             // password; an admin editing someone else does not.
             if sensitive && caller.id == id {
@@ -580,6 +599,20 @@ impl Handler<DeleteUser> for UserActor {
                 Ok(())
             })
             .await
+        })
+    }
+}
+
+impl Handler<CurrentAccount> for UserActor {
+    type Result = Reply<Option<(Role, bool)>>;
+
+    fn handle(&mut self, msg: CurrentAccount, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let mut conn = pool.get().await?;
+            Ok(user::find(&mut conn, msg.id)
+                .await?
+                .map(|u| (u.role, u.is_active)))
         })
     }
 }

@@ -40,7 +40,7 @@ async fn the_load_tester_across_two_instances_never_oversells() {
     let loadtest = std::path::Path::new(env!("CARGO_BIN_EXE_storefront")).with_file_name("loadtest");
     assert!(
         loadtest.exists(),
-        "{} is missing: build it with `cargo build -p loadtest`",
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test.sh does)",
         loadtest.display()
     );
     let run = tokio::process::Command::new(&loadtest)

@@ -164,3 +164,109 @@ async fn a_refused_cors_preflight_is_the_envelope() {
         .expect("send");
     assert!(r.status().is_success(), "{}", r.status());
 }
+
+/// Roles and activity come from the database for every privileged request,
+/// not from the access token's claims alone.
+#[actix_web::test]
+async fn a_demoted_or_deactivated_admin_loses_admin_rights_at_once() {
+    let app = spawn_app_with(|_| {}).await;
+    let admin = app.user_with_role("demoted@example.com", "admin").await;
+    let body = json!({"name": "Lamps"});
+    let r = app
+        .post("/api/v1/categories", Some(&admin.access), body.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    app.db
+        .execute(&format!("UPDATE users SET role = 'user' WHERE id = {}", admin.id));
+    let r = app
+        .post(
+            "/api/v1/categories",
+            Some(&admin.access),
+            json!({"name": "Desks"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = app.get("/api/v1/users", Some(&admin.access)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+
+    let other = app.user_with_role("deactivated@example.com", "admin").await;
+    app.db.execute(&format!(
+        "UPDATE users SET is_active = false WHERE id = {}",
+        other.id
+    ));
+    let r = app.get("/api/v1/users", Some(&other.access)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert_eq!(app.count("SELECT count(*) FROM categories"), 1);
+}
+
+#[actix_web::test]
+async fn another_accounts_email_or_password_needs_a_strictly_higher_role() {
+    let app = spawn_app_with(|_| {}).await;
+    let a = app.user_with_role("admin-a@example.com", "admin").await;
+    let b = app.user_with_role("admin-b@example.com", "admin").await;
+    let root = app.user_with_role("root@example.com", "super_admin").await;
+    let path = format!("/api/v1/users/{}", b.id);
+    for change in [
+        json!({"password": "Taken-0ver-pw"}),
+        json!({"email": "attacker@example.com"}),
+    ] {
+        let r = app.put(&path, Some(&a.access), change).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    }
+    assert_eq!(
+        app.login("admin-b@example.com", PASSWORD).await.status,
+        StatusCode::OK
+    );
+    // A peer may still fix a name; a higher role may reset the password.
+    let r = app.put(&path, Some(&a.access), json!({"name": "Bea"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .put(&path, Some(&root.access), json!({"password": "Reset-by-r00t"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        app.login("admin-b@example.com", "Reset-by-r00t").await.status,
+        StatusCode::OK
+    );
+}
+
+#[actix_web::test]
+async fn a_deactivated_users_token_stops_working_for_writes_at_once() {
+    let app = spawn_app_with(|_| {}).await;
+    let admin = app.user_with_role("shop@example.com", "admin").await;
+    let product = app.product(&admin.access, "Lamp", "10.00", 5).await;
+    let me = app.user("leaving@example.com").await;
+    let order = json!({"items": [{"product_id": product, "quantity": 1}]});
+    let r = app.post("/api/v1/orders", Some(&me.access), order.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let first = r.data()["id"].as_i64().expect("id");
+
+    app.db.execute(&format!(
+        "UPDATE users SET is_active = false WHERE id = {}",
+        me.id
+    ));
+    let r = app.post("/api/v1/orders", Some(&me.access), order).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{first}/cancel"),
+            Some(&me.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = app
+        .put(
+            &format!("/api/v1/users/{}", me.id),
+            Some(&me.access),
+            json!({"name": "Still here"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert_eq!(app.stock_of(product), 4);
+    assert_eq!(
+        app.count("SELECT count(*) FROM orders WHERE status = 'pending'"),
+        1
+    );
+}

@@ -343,8 +343,7 @@ async fn the_last_super_admin_cannot_be_demoted_or_deleted() {
         .delete(&format!("/api/v1/users/{}", root.id), Some(&root.access))
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
-    // With the data bypassed: demoting the only super admin (by another one
-    // whose row says otherwise) is a 409.
+    // A deactivated super admin's still-valid token is refused outright.
     let third = app.user_with_role("third@example.com", "super_admin").await;
     app.db.execute(&format!(
         "UPDATE users SET is_active = false WHERE id = {}",
@@ -357,7 +356,7 @@ async fn the_last_super_admin_cannot_be_demoted_or_deleted() {
             json!({"role": "user"}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
     assert_eq!(
         app.db
             .texts("SELECT role AS name FROM users WHERE email = 'root@example.com'"),

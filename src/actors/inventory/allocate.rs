@@ -70,12 +70,14 @@ pub struct Allocation {
 }
 
 /// Decides every op. `products` holds the locked rows; `orders` the locked
-/// orders that cancels refer to; `order_ids` / `item_ids` are preallocated
+/// orders that cancels refer to; `inactive` the callers whose accounts are
+/// deactivated (refused with 401); `order_ids` / `item_ids` are preallocated
 /// sequence values; `now` is the transaction's timestamp.
 pub fn allocate(
     ops: &[Op],
     mut products: HashMap<i64, Locked>,
     mut orders: HashMap<i64, OrderView>,
+    inactive: &[i64],
     order_ids: &[i64],
     item_ids: &[i64],
     now: DateTime<Utc>,
@@ -86,6 +88,15 @@ pub fn allocate(
     let mut outcomes = Vec::with_capacity(ops.len());
 
     for op in ops {
+        let caller = match op {
+            Op::Place { user_id, .. } => Some(*user_id),
+            Op::Cancel { caller, .. } => Some(caller.id),
+            Op::Adjust { .. } => None,
+        };
+        if caller.is_some_and(|id| inactive.contains(&id)) {
+            outcomes.push(Err(AppError::Unauthorized("Account is deactivated".into())));
+            continue;
+        }
         let outcome = match op {
             Op::Place {
                 user_id,
@@ -271,6 +282,7 @@ mod tests {
             &ops,
             products,
             HashMap::new(),
+            &[],
             &[10, 11, 12, 13],
             &[20, 21, 22, 23, 24, 25],
             Utc::now(),
@@ -296,6 +308,22 @@ mod tests {
     }
 
     #[test]
+    fn deactivated_callers_are_refused_and_take_nothing() {
+        let a = allocate(
+            &[place(7, &[(1, 1)]), place(8, &[(1, 1)])],
+            HashMap::from([(1, product(1))]),
+            HashMap::new(),
+            &[7],
+            &[10, 11],
+            &[20, 21],
+            Utc::now(),
+        );
+        assert!(matches!(a.outcomes[0], Err(AppError::Unauthorized(_))));
+        assert!(matches!(a.outcomes[1], Ok(Outcome::Placed(_))));
+        assert_eq!(a.writes.stock.get(&1), Some(&0));
+    }
+
+    #[test]
     fn unknown_or_inactive_products_are_422() {
         let mut inactive = product(5);
         inactive.is_active = false;
@@ -303,6 +331,7 @@ mod tests {
             &[place(1, &[(1, 1), (9, 1)])],
             HashMap::from([(1, inactive)]),
             HashMap::new(),
+            &[],
             &[1],
             &[1, 2],
             Utc::now(),
@@ -333,6 +362,7 @@ mod tests {
             ],
             HashMap::from([(1, product(3))]),
             HashMap::new(),
+            &[],
             &[],
             &[],
             Utc::now(),
@@ -385,6 +415,7 @@ mod tests {
                 HashMap::from([(5, order(status))]),
                 &[],
                 &[],
+                &[],
                 Utc::now(),
             )
         };
@@ -422,6 +453,7 @@ mod tests {
             ],
             HashMap::from([(1, product(0))]),
             HashMap::from([(5, order(Pending))]),
+            &[],
             &[],
             &[],
             Utc::now(),

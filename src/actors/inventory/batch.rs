@@ -160,10 +160,21 @@ async fn decide(
         Op::Place { lines, .. } => (o + 1, i + lines.len() as i64),
         _ => (o, i),
     });
+    let mut callers: Vec<i64> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Place { user_id, .. } => Some(*user_id),
+            Op::Cancel { caller, .. } => Some(caller.id),
+            Op::Adjust { .. } => None,
+        })
+        .collect();
+    callers.sort_unstable();
+    callers.dedup();
     let lock = sql::LockProducts {
         product_ids,
         orders: n_orders,
         items: n_items,
+        callers,
     };
     let rows: Vec<sql::LockedRow> = if tx.open {
         lock.load(tx.conn()?).await?
@@ -174,7 +185,8 @@ async fn decide(
     if inject_panic {
         panic!("injected panic in the middle of an inventory batch");
     }
-    let Some((_, _, _, _, now, order_ids, item_ids)) = <[sql::LockedRow]>::first(&rows).cloned() else {
+    let Some((_, _, _, _, now, order_ids, item_ids, inactive)) = <[sql::LockedRow]>::first(&rows).cloned()
+    else {
         return Err(AppError::internal(anyhow::anyhow!(
             "lock statement returned no row"
         )));
@@ -192,7 +204,7 @@ async fn decide(
             ))
         })
         .collect();
-    let allocation = allocate(ops, products, orders, &order_ids, &item_ids, now);
+    let allocation = allocate(ops, products, orders, &inactive, &order_ids, &item_ids, now);
     let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
     tx.commit_with(write_statement(allocation.writes, now)?).await?;
     Ok(Done {

@@ -12,13 +12,15 @@ use diesel::{
 };
 
 /// Locks the batch's product rows in id order (no deadlocks with other
-/// instances) and, in the same round trip, takes the transaction timestamp
-/// and enough order and item ids for every order of the batch.
+/// instances) and, in the same round trip, takes the transaction timestamp,
+/// enough order and item ids for every order of the batch, and which of the
+/// batch's callers are deactivated (their access tokens may still be valid).
 #[derive(QueryId)]
 pub struct LockProducts {
     pub product_ids: Vec<i64>,
     pub orders: i64,
     pub items: i64,
+    pub callers: Vec<i64>,
 }
 
 pub type LockedRow = (
@@ -27,6 +29,7 @@ pub type LockedRow = (
     Option<i32>,
     Option<bool>,
     DateTime<Utc>,
+    Vec<i64>,
     Vec<i64>,
     Vec<i64>,
 );
@@ -40,15 +43,18 @@ impl QueryFragment<Pg> for LockProducts {
         out.push_bind_param::<BigInt, _>(&self.orders)?;
         out.push_sql(")) AS order_ids, ARRAY(SELECT nextval('order_items_id_seq') FROM generate_series(1, ");
         out.push_bind_param::<BigInt, _>(&self.items)?;
+        out.push_sql(")) AS item_ids, ARRAY(SELECT id FROM users WHERE NOT is_active AND id = ANY(");
+        out.push_bind_param::<Array<Int8>, _>(&self.callers)?;
         out.push_sql(
-            ")) AS item_ids), \
+            ")) AS inactive), \
              locked AS MATERIALIZED (SELECT id, price, stock_quantity, is_active FROM products \
                WHERE id = ANY(",
         );
         out.push_bind_param::<Array<Int8>, _>(&self.product_ids)?;
         out.push_sql(
             ") ORDER BY id FOR UPDATE) \
-             SELECT l.id, l.price, l.stock_quantity, l.is_active, seq.ts, seq.order_ids, seq.item_ids \
+             SELECT l.id, l.price, l.stock_quantity, l.is_active, seq.ts, seq.order_ids, seq.item_ids, \
+                    seq.inactive \
              FROM seq LEFT JOIN locked l ON true",
         );
         Ok(())
@@ -62,6 +68,7 @@ impl Query for LockProducts {
         Nullable<Int4>,
         Nullable<Bool>,
         Timestamptz,
+        Array<Int8>,
         Array<Int8>,
         Array<Int8>,
     );

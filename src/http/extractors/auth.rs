@@ -1,13 +1,44 @@
 //! `Authorization: Bearer <jwt>` → `AuthUser`, or 401 with `WWW-Authenticate`.
+//!
+//! A token claiming more than the `user` role is checked against the
+//! database on every request: a demoted or deactivated admin's token acts
+//! with the role the database gives now (or not at all), not the one it was
+//! issued with. Plain users' tokens are not looked up (most requests); what
+//! a deactivated user may still do with one is read-only (their writes check
+//! the account where they happen).
 
-use std::future::{ready, Ready};
+use std::future::{ready, Future};
+use std::pin::Pin;
 
 use actix_web::{dev::Payload, http::header, FromRequest, HttpMessage, HttpRequest};
 
-use crate::{auth::AuthUser, domain::Role, error::AppError, http::AppState};
+use crate::{actors::user::CurrentAccount, auth::AuthUser, domain::Role, error::AppError, http::AppState};
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_LEN: usize = 4096;
+
+type Authenticating<T> = Pin<Box<dyn Future<Output = Result<T, AppError>>>>;
+
+/// `authenticate`, then, for a token that claims a privileged role, the
+/// role and activity the database gives now.
+fn authenticate_fresh(req: &HttpRequest) -> Authenticating<AuthUser> {
+    let claimed = authenticate(req);
+    let state = req.app_data::<actix_web::web::Data<AppState>>().cloned();
+    Box::pin(async move {
+        let mut user = claimed?;
+        if user.role == Role::User {
+            return Ok(user);
+        }
+        let state = state.ok_or_else(|| AppError::internal(anyhow::anyhow!("AppState missing")))?;
+        match state.users.send(CurrentAccount { id: user.id }).await?? {
+            Some((role, true)) => {
+                user.role = role;
+                Ok(user)
+            }
+            _ => Err(AppError::Unauthorized("Invalid or expired token".into())),
+        }
+    })
+}
 
 fn authenticate(req: &HttpRequest) -> Result<AuthUser, AppError> {
     let unauthorized = |m: &str| AppError::Unauthorized(m.to_owned());
@@ -41,10 +72,10 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, AppError> {
 
 impl FromRequest for AuthUser {
     type Error = AppError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = Authenticating<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        authenticate_fresh(req)
     }
 }
 
@@ -60,26 +91,28 @@ impl OptionalAuth {
 
 impl FromRequest for OptionalAuth {
     type Error = AppError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = Authenticating<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         if req.headers().contains_key(header::AUTHORIZATION) {
-            ready(authenticate(req).map(|u| Self(Some(u))))
+            let fresh = authenticate_fresh(req);
+            Box::pin(async move { fresh.await.map(|u| Self(Some(u))) })
         } else {
-            ready(Ok(Self(None)))
+            Box::pin(ready(Ok(Self(None))))
         }
     }
 }
 
-/// A caller with the admin role or higher; anyone else gets 403 (401
-/// without a valid token), before the body is even read.
+/// A caller whose current role (in the database) is admin or higher; anyone
+/// else gets 403 (401 without a valid token), before the body is read.
 pub struct Admin(pub AuthUser);
 
 impl FromRequest for Admin {
     type Error = AppError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = Authenticating<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).and_then(|u| u.require(Role::Admin)).map(Self))
+        let fresh = authenticate_fresh(req);
+        Box::pin(async move { fresh.await?.require(Role::Admin).map(Self) })
     }
 }
