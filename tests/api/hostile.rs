@@ -646,3 +646,82 @@ async fn control_characters_in_headers_and_very_long_tokens_are_4xx() {
     assert_eq!(status, 431);
     healthy(&app).await;
 }
+
+/// Memory stays a small multiple of what is sent: 16 order bodies at the size
+/// limit, each made of ~350,000 tiny lines (parsed whole, such a body grew
+/// the server by ~770 MiB), sent at once to the real binary, leave its peak
+/// RSS under 400 MB, and it answers normally afterwards.
+#[actix_web::test]
+async fn bodies_of_countless_tiny_items_cost_little_memory() {
+    let db = crate::helpers::TestDb::new();
+    storefront::db::migrate::run_pending(&db.url)
+        .await
+        .expect("migrate");
+    let (mut server, base) = crate::helpers::start_binary(&db.url, &[], std::process::Stdio::null()).await;
+    let client = reqwest::Client::new();
+    let register = client
+        .post(format!("{base}/api/v1/users"))
+        .json(&json!({"email": "big@example.com", "password": crate::helpers::PASSWORD, "name": "Big"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(register.status(), StatusCode::CREATED);
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "big@example.com", "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["data"]["access_token"].as_str().expect("token").to_owned();
+
+    let limit = 10 * 1024 * 1024;
+    let line = r#"{"product_id":1,"quantity":1},"#;
+    let mut body = String::with_capacity(limit);
+    body.push_str(r#"{"items":["#);
+    while body.len() + line.len() + 40 < limit {
+        body.push_str(line);
+    }
+    body.push_str(r#"{"product_id":1,"quantity":1}]}"#);
+    assert!(body.len() <= limit);
+    let body = actix_web::web::Bytes::from(body);
+    let sends = (0..16).map(|_| {
+        let (client, url, token, body) = (
+            client.clone(),
+            format!("{base}/api/v1/orders"),
+            token.clone(),
+            body.clone(),
+        );
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    for status in futures_util::future::join_all(sends).await {
+        let status = status.expect("an answer");
+        assert!(status.is_client_error(), "{status}");
+    }
+    let peak_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", server.id()))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    let ready = client
+        .get(format!("{base}/api/v1/products"))
+        .send()
+        .await
+        .expect("products");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(peak_kb < 400 * 1024, "peak RSS {} MB", peak_kb / 1024);
+}

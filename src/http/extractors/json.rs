@@ -25,8 +25,24 @@ pub struct JsonBody<T>(pub T);
 /// recursion limit is 128; this keeps error messages ours).
 const MAX_DEPTH: usize = 64;
 
-fn too_deep(bytes: &[u8]) -> bool {
+/// Most values (array elements and object members) a body may hold. The
+/// largest legitimate body, an order of 100 lines, holds about 300. Some
+/// fields are read as generic JSON first (to name every bad field), and a
+/// generic value costs ~25 times its text: counted before parsing, a body of
+/// tiny values at the size limit is refused without building any of them.
+const MAX_VALUES: usize = 4096;
+
+/// What the pre-parse scan found wrong with a body, if anything.
+#[derive(Debug, PartialEq, Eq)]
+enum Shape {
+    Fine,
+    TooDeep,
+    TooManyValues,
+}
+
+fn shape(bytes: &[u8]) -> Shape {
     let mut depth = 0usize;
+    let mut values = 0usize;
     let mut in_string = false;
     let mut escaped = false;
     for &b in bytes {
@@ -44,14 +60,21 @@ fn too_deep(bytes: &[u8]) -> bool {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return true;
+                    return Shape::TooDeep;
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            // Every element or member after the first of its container.
+            b',' => {
+                values += 1;
+                if values > MAX_VALUES {
+                    return Shape::TooManyValues;
+                }
+            }
             _ => {}
         }
     }
-    false
+    Shape::Fine
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
@@ -66,10 +89,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(AppError::BadRequest("Request body must be a JSON object".into()));
     }
-    if too_deep(bytes) {
-        return Err(AppError::BadRequest(format!(
-            "JSON nesting deeper than {MAX_DEPTH} levels"
-        )));
+    match shape(bytes) {
+        Shape::Fine => {}
+        Shape::TooDeep => {
+            return Err(AppError::BadRequest(format!(
+                "JSON nesting deeper than {MAX_DEPTH} levels"
+            )))
+        }
+        Shape::TooManyValues => {
+            return Err(AppError::BadRequest(format!(
+                "Request body holds more than {MAX_VALUES} JSON values"
+            )))
+        }
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -203,6 +234,21 @@ mod tests {
         ));
         // Brackets inside strings do not count.
         let s = format!(r#"{{"items":[], "x":"{}"}}"#, "[".repeat(100));
+        assert!(parse::<Body>(s.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn bodies_of_countless_tiny_values_are_refused_before_parsing() {
+        let line = r#"{"quantity":1}"#;
+        let body = |n: usize| format!(r#"{{"items":[{}]}}"#, vec![line; n].join(","));
+        // A 100-line order is far below the bound.
+        assert!(parse::<Body>(body(100).as_bytes()).is_ok());
+        assert!(matches!(
+            parse::<Body>(body(5000).as_bytes()),
+            Err(AppError::BadRequest(m)) if m.contains("more than")
+        ));
+        // Commas inside strings do not count.
+        let s = format!(r#"{{"items":[], "x":"{}"}}"#, ",".repeat(10_000));
         assert!(parse::<Body>(s.as_bytes()).is_ok());
     }
 }
