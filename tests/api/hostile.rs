@@ -479,16 +479,27 @@ async fn huge_bodies_nesting_item_arrays_and_invalid_utf8_are_4xx() {
     )
     .await;
     assert_eq!(status, 413);
-    // 200,000 lines, inside the size limit.
-    let items: Vec<Value> = (1..=200_000)
-        .map(|i| json!({"product_id": i, "quantity": 1}))
-        .collect();
-    let r = send(serde_json::to_vec(&json!({ "items": items })).expect("json"))
+    // 1,000 lines: parsing stops at the 101st, and `items` is named.
+    let lines = |n: i64| -> Vec<Value> { (1..=n).map(|i| json!({"product_id": i, "quantity": 1})).collect() };
+    let r = send(serde_json::to_vec(&json!({ "items": lines(1000) })).expect("json"))
         .await
         .expect("send");
     let r = crate::helpers::Res::from(r).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error_fields(), ["items"]);
+    // 200,000 lines, inside the size limit: refused before parsing.
+    let r = send(serde_json::to_vec(&json!({ "items": lines(200_000) })).expect("json"))
+        .await
+        .expect("send");
+    let r = crate::helpers::Res::from(r).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than 4096")),
+        "{}",
+        r.text
+    );
     // Nesting: arrays, objects, and nesting inside an item.
     for deep in [
         format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),

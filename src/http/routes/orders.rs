@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{value::RawValue, Value};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::ask;
@@ -21,7 +21,7 @@ use crate::{
     http::{
         envelope,
         extractors::{Admin, JsonBody},
-        validate::{checked, integer, Fields},
+        validate::{checked, integer, BoundedList, Fields},
     },
     models::order::OrderFilter,
     pagination::{ApiVersion, PageParams},
@@ -53,18 +53,18 @@ pub struct OrderLine {
 pub struct PlaceBody {
     /// 1..100 lines; lines of one product are summed.
     #[schema(value_type = Vec<OrderLine>, required = true, min_items = 1, max_items = 100)]
-    items: Option<Value>,
+    items: Option<BoundedList<MAX_LINES>>,
 }
 
 /// Parses `items`: 1..100 lines of `{product_id, quantity}`; every bad field
 /// is named (`items[3].quantity`). Lines of one product are summed; the sum
 /// must still be a valid quantity.
-fn parse_lines(items: Option<&Value>) -> Result<Vec<Line>, AppError> {
-    let Some(items) = items.filter(|v| !v.is_null()) else {
-        return Err(AppError::invalid_field("items", "is required"));
-    };
-    let Some(items) = items.as_array() else {
-        return Err(AppError::invalid_field("items", "must be an array"));
+fn parse_lines(items: Option<BoundedList<MAX_LINES>>) -> Result<Vec<Line>, AppError> {
+    let items = match items {
+        None => return Err(AppError::invalid_field("items", "is required")),
+        Some(BoundedList::NotList) => return Err(AppError::invalid_field("items", "must be an array")),
+        Some(BoundedList::TooLong) => Vec::new(),
+        Some(BoundedList::Items(items)) => items,
     };
     if items.is_empty() || items.len() > MAX_LINES {
         return Err(AppError::invalid_field(
@@ -166,7 +166,7 @@ pub async fn place(
     body: JsonBody<PlaceBody>,
 ) -> Result<HttpResponse, AppError> {
     let key = idempotency_key(&req)?;
-    let lines = parse_lines(body.0.items.as_ref())?;
+    let lines = parse_lines(body.0.items)?;
     let submitted = match key {
         // The hot path: nothing to claim, straight to the InventoryActor.
         None => Submitted::Placed(
@@ -353,7 +353,12 @@ pub async fn change_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// `items` as a body carries it.
+    fn lines_of(items: &Value) -> Result<Vec<Line>, AppError> {
+        parse_lines(Some(serde_json::from_value(items.clone()).expect("items")))
+    }
 
     fn fields(e: AppError) -> Vec<String> {
         match e {
@@ -364,11 +369,11 @@ mod tests {
 
     #[test]
     fn lines_are_validated_and_summed() {
-        let lines = parse_lines(Some(&json!([
+        let lines = lines_of(&json!([
             {"product_id": 1, "quantity": 2},
             {"product_id": 2, "quantity": 1},
             {"product_id": 1, "quantity": 3}
-        ])))
+        ]))
         .expect("valid");
         assert_eq!(lines.len(), 2);
         assert_eq!(
@@ -376,10 +381,8 @@ mod tests {
             (1, 5, 0)
         );
 
-        let e = parse_lines(Some(
-            &json!([{"product_id": "x", "quantity": 0}, {"quantity": 1001}, 7]),
-        ))
-        .expect_err("invalid");
+        let e = lines_of(&json!([{"product_id": "x", "quantity": 0}, {"quantity": 1001}, 7]))
+            .expect_err("invalid");
         assert_eq!(
             fields(e),
             [
@@ -390,26 +393,25 @@ mod tests {
                 "items[2]"
             ]
         );
-        assert_eq!(
-            fields(parse_lines(Some(&json!([]))).expect_err("empty")),
-            ["items"]
-        );
+        assert_eq!(fields(lines_of(&json!([])).expect_err("empty")), ["items"]);
         let many: Vec<Value> = (1..=101)
             .map(|i| json!({"product_id": i, "quantity": 1}))
             .collect();
         assert_eq!(
-            fields(parse_lines(Some(&Value::Array(many))).expect_err("too many")),
+            fields(lines_of(&Value::Array(many)).expect_err("too many")),
             ["items"]
         );
-        let e = parse_lines(Some(
-            &json!([{"product_id": 1, "quantity": 600}, {"product_id": 1, "quantity": 600}]),
-        ))
-        .expect_err("sum too big");
+        let e = lines_of(&json!([{"product_id": 1, "quantity": 600}, {"product_id": 1, "quantity": 600}]))
+            .expect_err("sum too big");
         assert_eq!(fields(e), ["items[1].quantity"]);
         assert_eq!(fields(parse_lines(None).expect_err("missing")), ["items"]);
         let huge: Value =
             serde_json::from_str(r#"[{"product_id": 99999999999999999999, "quantity": 1}]"#).expect("json");
-        let e = parse_lines(Some(&huge)).expect_err("overflow");
+        let e = lines_of(&huge).expect_err("overflow");
         assert_eq!(fields(e), ["items[0].product_id"]);
+        assert_eq!(
+            fields(lines_of(&json!("lines")).expect_err("not a list")),
+            ["items"]
+        );
     }
 }
