@@ -43,8 +43,10 @@ for c in 1 16 64; do
   echo "pgbench row-lock c=$c: $tps tps (avg latency ${lat} ms)" >&2
 done
 
+# A secret of this run only (production refuses any published one).
+JWT_SECRET_RUN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 start_server() { # port, log
-  APP_ENVIRONMENT=production JWT_SECRET=bench-secret-bench-secret-bench-secret-0123 \
+  APP_ENVIRONMENT=production JWT_SECRET=$JWT_SECRET_RUN \
   APP__SERVER__HOST=127.0.0.1 PORT="$1" APP__RATE_LIMIT__ENABLED=false APP__SERVER__BENCH_ENDPOINTS=true \
   RUST_LOG=warn $BIN/storefront serve > "$2" 2>&1 &
   echo $!

@@ -50,6 +50,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub oauth: OAuthSettings,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
     #[serde(skip, default = "default_env")]
     pub environment: Environment,
 }
@@ -118,6 +119,12 @@ pub struct OrderSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    /// When set, `GET /metrics` requires `Authorization: Bearer <this>`.
+    pub bearer_token: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
     pub url: SecretString,
     pub prefix: String,
@@ -155,6 +162,20 @@ pub struct RateLimitSettings {
 /// A trusted proxy: one address (`10.0.0.1`) or a CIDR range (`10.0.0.0/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustedProxy(pub ipnet::IpNet);
+
+mod repository {
+    // Every long string of this repository's text files (build.rs).
+    include!(concat!(env!("OUT_DIR"), "/published.rs"));
+}
+
+/// Whether `secret` appears in this repository (so in anyone's hands).
+fn published(secret: &str) -> bool {
+    let secret = secret.trim();
+    secret.len() >= 8
+        && repository::PUBLISHED
+            .iter()
+            .any(|t| t.contains(secret) || secret.contains(t))
+}
 
 impl std::str::FromStr for TrustedProxy {
     type Err = String;
@@ -330,6 +351,13 @@ impl Settings {
 
     fn check(&mut self) -> Result<(), SettingsError> {
         let secret_len = self.auth.jwt_secret.expose_secret().len();
+        if self.environment == Environment::Production && published(self.auth.jwt_secret.expose_secret()) {
+            return Err(SettingsError::Invalid(
+                "auth.jwt_secret (JWT_SECRET) is published in storefront's repository (an example or test \
+                 secret): anyone could sign tokens with it. Generate one: openssl rand -hex 32"
+                    .into(),
+            ));
+        }
         if secret_len < 32 {
             if self.environment == Environment::Production {
                 return Err(SettingsError::Invalid(format!(
@@ -431,11 +459,35 @@ mod tests {
         )
         .expect_err("must refuse");
         assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        let fresh = format!("{:x}{:x}", rand::random::<u128>(), rand::random::<u128>());
         let ok = Settings::load_from(
             dir(),
-            &vars(&[("APP_ENVIRONMENT", "production"), ("JWT_SECRET", &"x".repeat(32))]),
+            &vars(&[("APP_ENVIRONMENT", "production"), ("JWT_SECRET", &fresh)]),
         );
-        assert!(ok.is_ok());
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn production_refuses_a_secret_published_in_the_repository() {
+        for published in [
+            // config/test.toml's
+            "test-secret-that-is-at-least-32-bytes-long!",
+            // the one this very test file shows
+            "super-secret-value-that-is-32-bytes-long",
+        ] {
+            let err = Settings::load_from(
+                dir(),
+                &vars(&[("APP_ENVIRONMENT", "production"), ("JWT_SECRET", published)]),
+            )
+            .expect_err("must refuse");
+            assert!(err.to_string().contains("published"), "{err}");
+            // Elsewhere it is only a test key.
+            assert!(Settings::load_from(
+                dir(),
+                &vars(&[("APP_ENVIRONMENT", "test"), ("JWT_SECRET", published)])
+            )
+            .is_ok());
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use actix_web::{
     web, App, HttpServer,
 };
 use secrecy::ExposeSecret;
+use sha2::Digest;
 use tracing_actix_web::TracingLogger;
 
 use crate::{
@@ -193,6 +194,10 @@ impl Application {
             metrics,
             oauth,
             bench_endpoints: settings.server.bench_endpoints,
+            metrics_token: {
+                let token = settings.metrics.bearer_token.expose_secret();
+                (!token.is_empty()).then(|| sha2::Sha256::digest(token.as_bytes()).into())
+            },
         });
 
         let listener = TcpListener::bind(settings.address())?;

@@ -37,4 +37,6 @@ pub struct AppState {
     pub oauth: Option<OAuthRedirects>,
     /// Serve `/bench/bare` (load testing only).
     pub bench_endpoints: bool,
+    /// SHA-256 of `metrics.bearer_token`, when one is set.
+    pub metrics_token: Option<[u8; 32]>,
 }

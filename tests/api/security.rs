@@ -270,3 +270,23 @@ async fn a_deactivated_users_token_stops_working_for_writes_at_once() {
         1
     );
 }
+
+#[actix_web::test]
+async fn metrics_can_require_a_bearer_token() {
+    let token = format!("scrape-{}", uuid::Uuid::new_v4().simple());
+    let app = spawn_app_with(|s| s.metrics.bearer_token = token.clone().into()).await;
+    let get = |auth: Option<String>| {
+        let mut req = app.client.get(app.url("/metrics"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move { req.send().await.expect("send").status() }
+    };
+    assert_eq!(get(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(Some("Bearer wrong".into())).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(Some(format!("Bearer {token}"))).await, StatusCode::OK);
+    // Unset (the default), /metrics stays open.
+    let open = spawn_app_with(|_| {}).await;
+    let r = open.client.get(open.url("/metrics")).send().await.expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -30,9 +30,24 @@ pub async fn bare(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"success": true, "message": "ok", "data": {"id": 1, "name": "bare"}}))
 }
 
-/// Prometheus text format (outside the envelope).
-#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus text format (outside the envelope). With `metrics.bearer_token`
+/// set, only for `Authorization: Bearer <that token>`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "metrics.bearer_token is set and the request does not carry it")))]
+pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
+    if let Some(expected) = state.metrics_token {
+        use sha2::Digest;
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| <[u8; 32]>::from(sha2::Sha256::digest(t.trim().as_bytes())));
+        if given != Some(expected) {
+            return HttpResponse::Unauthorized()
+                .insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"))
+                .finish();
+        }
+    }
     HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)
         .body(state.metrics.render())
