@@ -212,6 +212,11 @@ async fn finish(app: &TestApp, callback: &str, cookie: Option<&str>) -> String {
     }
     let r = req.send().await.expect("send");
     assert_eq!(r.status(), StatusCode::FOUND, "never a 500");
+    // The success redirect carries tokens: no cache may keep any of them.
+    assert_eq!(
+        r.headers().get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
     r.headers()["location"].to_str().expect("ascii").to_owned()
 }
 
