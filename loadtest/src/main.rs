@@ -576,6 +576,8 @@ fn throughput_chart(
         .configure_mesh()
         .x_desc("time since the start (s)")
         .y_desc("requests per second")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     chart.draw_series(per_sec.iter().enumerate().map(|(i, n)| {
         Rectangle::new(
