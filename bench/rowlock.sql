@@ -1,4 +1,4 @@
--- The row-lock-per-request baseline (DESIGN.md): one transaction per order,
+-- The row-lock-per-request baseline (BENCHMARKS.md): one transaction per order,
 -- on storefront's own schema. :pid is the product, :uid the buyer.
 BEGIN;
 UPDATE products SET stock_quantity = stock_quantity - 1 WHERE id = :pid AND stock_quantity >= 1;
