@@ -54,16 +54,6 @@ impl Envelope<()> {
     }
 }
 
-/// 200 with data.
-pub fn ok<T: Serialize>(message: &str, data: T) -> HttpResponse {
-    respond(StatusCode::OK, message, data)
-}
-
-/// 201 with data.
-pub fn created<T: Serialize>(message: &str, data: T) -> HttpResponse {
-    respond(StatusCode::CREATED, message, data)
-}
-
 pub fn respond<T: Serialize>(status: StatusCode, message: &str, data: T) -> HttpResponse {
     HttpResponse::build(status).json(Envelope::ok(status, message, data))
 }
@@ -82,7 +72,7 @@ pub fn respond_at<T: Serialize>(
 }
 
 /// A JSON response from an already serialized body.
-pub fn raw(status: StatusCode, body: String) -> HttpResponse {
+fn raw(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type(actix_web::http::header::ContentType::json())
         .body(body)

@@ -313,16 +313,22 @@ pub async fn count_login(req: &HttpRequest) -> Result<(), AppError> {
             }
         }
     }
-    login.0.limiter().check_key(&client).map_err(|negative| {
-        use actix_governor::governor::clock::{Clock, DefaultClock};
-        AppError::TooManyRequests {
-            retry_after_secs: negative
-                .wait_time_from(DefaultClock::default().now())
-                .as_secs_f64()
-                .ceil()
-                .max(1.0) as u64,
-        }
-    })
+    login
+        .0
+        .limiter()
+        .check_key(&client)
+        .map_err(|negative| AppError::TooManyRequests {
+            retry_after_secs: wait_secs(&negative).max(1),
+        })
+}
+
+/// Whole seconds until the in-process limiter admits the client again.
+fn wait_secs(negative: &NotUntil<QuantaInstant>) -> u64 {
+    use actix_governor::governor::clock::{Clock, DefaultClock};
+    negative
+        .wait_time_from(DefaultClock::default().now())
+        .as_secs_f64()
+        .ceil() as u64
 }
 
 /// The shared limiter (middleware). Falls through to the in-process one when
@@ -391,12 +397,10 @@ impl KeyExtractor for ScopedClient {
         negative: &NotUntil<QuantaInstant>,
         _: HttpResponseBuilder,
     ) -> HttpResponse {
-        use actix_governor::governor::clock::{Clock, DefaultClock};
-        let wait = negative.wait_time_from(DefaultClock::default().now());
         too_many(&Decision {
             max: self.limiter.max(self.scope),
             count: u64::from(self.limiter.max(self.scope)) + 1,
-            reset_secs: wait.as_secs_f64().ceil() as u64,
+            reset_secs: wait_secs(negative),
             window_secs: self.limiter.window().as_secs(),
         })
     }
