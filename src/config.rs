@@ -46,6 +46,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub inventory: InventorySettings,
     pub orders: OrderSettings,
+    pub reservations: ReservationSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub oauth: OAuthSettings,
@@ -116,6 +117,18 @@ pub struct InventorySettings {
 pub struct OrderSettings {
     pub idempotency_ttl_secs: u64,
     pub idempotency_stale_secs: u64,
+}
+
+/// Checkout holds: lifetimes a client may ask for, the per-user limit and
+/// the expiry sweep.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReservationSettings {
+    pub ttl_secs: i64,
+    pub min_ttl_secs: i64,
+    pub max_ttl_secs: i64,
+    pub max_active_per_user: usize,
+    pub expiry_interval_ms: u64,
+    pub expiry_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -378,6 +391,13 @@ impl Settings {
         }
         if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
             return Err(SettingsError::Invalid("auth TTLs must be positive".into()));
+        }
+        let r = &self.reservations;
+        if !(1 <= r.min_ttl_secs && r.min_ttl_secs <= r.ttl_secs && r.ttl_secs <= r.max_ttl_secs) {
+            return Err(SettingsError::Invalid(format!(
+                "reservations: need 1 <= min_ttl_secs ({}) <= ttl_secs ({}) <= max_ttl_secs ({})",
+                r.min_ttl_secs, r.ttl_secs, r.max_ttl_secs
+            )));
         }
         if self.server.json_limit == 0 {
             return Err(SettingsError::Invalid(

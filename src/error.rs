@@ -37,6 +37,10 @@ pub enum AppError {
         message: String,
         errors: Vec<FieldError>,
     },
+    /// The resource existed but is gone for good (a confirm of a released or
+    /// expired reservation).
+    #[error("{0}")]
+    Gone(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub inventory_batch_duration: Histogram,
     pub orders_placed: IntCounter,
     pub orders_rejected: IntCounterVec,
+    pub reservations: IntCounterVec,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pool_connections: IntGaugeVec,
@@ -74,6 +75,13 @@ impl Metrics {
             Opts::new("orders_rejected_total", "Orders refused, by reason"),
             &["reason"],
         ));
+        let reservations = must(IntCounterVec::new(
+            Opts::new(
+                "reservations_total",
+                "Checkout holds by event: created, confirmed, released, expired",
+            ),
+            &["event"],
+        ));
         let cache_hits = must(IntCounter::new(
             "cache_hits_total",
             "Catalog reads served from the cache",
@@ -98,6 +106,7 @@ impl Metrics {
             Box::new(inventory_batch_duration.clone()),
             Box::new(orders_placed.clone()),
             Box::new(orders_rejected.clone()),
+            Box::new(reservations.clone()),
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(pool_connections.clone()),
@@ -114,6 +123,7 @@ impl Metrics {
             inventory_batch_duration,
             orders_placed,
             orders_rejected,
+            reservations,
             cache_hits,
             cache_misses,
             pool_connections,

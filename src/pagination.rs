@@ -88,7 +88,7 @@ pub enum Fetch<K> {
 pub type NewestFirst = (i64, i64);
 
 /// A newest-first position as the timestamp and id it stands for.
-pub fn newest_first(after: Option<NewestFirst>) -> Result<Option<(DateTime<Utc>, i64)>, AppError> {
+pub fn newest_first<Id>(after: Option<(i64, Id)>) -> Result<Option<(DateTime<Utc>, Id)>, AppError> {
     after
         .map(|(micros, id)| {
             DateTime::<Utc>::from_timestamp_micros(micros)

@@ -155,8 +155,12 @@ impl Application {
         // of its own so nothing else delays its batches.
         let inventory_arbiter = Arbiter::new();
         let inventory = {
-            let (inventory_settings, cache, metrics) =
-                (settings.inventory.clone(), cache.clone(), metrics.clone());
+            let (inventory_settings, holds, cache, metrics) = (
+                settings.inventory.clone(),
+                settings.reservations.clone(),
+                cache.clone(),
+                metrics.clone(),
+            );
             // At least one connection per batch in flight, whatever the pool
             // setting says.
             let needed = inventory_settings.max_in_flight.max(1);
@@ -166,6 +170,7 @@ impl Application {
                     pool("inventory", size, Some(crate::actors::inventory::SESSION_SETUP)),
                     cache,
                     inventory_settings,
+                    holds,
                     metrics,
                 )
             })
@@ -194,6 +199,7 @@ impl Application {
             metrics,
             oauth,
             bench_endpoints: settings.server.bench_endpoints,
+            holds: settings.reservations.clone(),
             metrics_token: {
                 let token = settings.metrics.bearer_token.expose_secret();
                 (!token.is_empty()).then(|| sha2::Sha256::digest(token.as_bytes()).into())

@@ -1,25 +1,32 @@
-//! OrderActor: order reads, the status machine and idempotency.
+//! OrderActor: order and reservation reads, the status machine and
+//! idempotency.
 //!
-//! Handles: `SubmitOrder`, `GetOrder`, `ListOrders`, `ChangeStatus`.
+//! Handles: `SubmitOrder`, `GetOrder`, `ListOrders`, `ChangeStatus`,
+//! `SubmitReservation`, `GetReservation`, `ListReservations`.
 //!
-//! Stock-changing work (placement, cancellation) is forwarded to the
+//! Stock-changing work (placement, cancellation, holds) is forwarded to the
 //! InventoryActor; this actor claims the Idempotency-Key first and releases
-//! it when the order is refused, so a retry runs again.
+//! it when the request is refused, so a retry runs again.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use std::future::Future;
+
+use uuid::Uuid;
+
 use crate::{
-    actors::inventory::{CancelOrder, InventoryActor, Line, PlaceOrder},
+    actors::inventory::{CancelOrder, InventoryActor, Line, PlaceOrder, Reserve},
     auth::AuthUser,
     config::OrderSettings,
     db::DbPool,
     domain::OrderStatus,
     error::AppError,
     models::{
-        idempotency::{self, Claim},
+        idempotency::{self, Claim, Scope},
         order::{self, OrderCursor, OrderFilter, OrderView},
+        reservation::{self, ReservationCursor, ReservationFilter, ReservationView},
     },
     pagination::{newest_first, CursorCodec, Fetch, Page, PageRequest},
 };
@@ -92,20 +99,46 @@ fn not_found() -> AppError {
 /// A validated order request. `idempotency` is the key and the hash of the
 /// request it came with.
 #[derive(Message)]
-#[rtype(result = "Result<Submitted, AppError>")]
+#[rtype(result = "Result<Submitted<OrderView>, AppError>")]
 pub struct SubmitOrder {
     pub caller: AuthUser,
     pub lines: Vec<Line>,
     pub idempotency: Option<(String, Vec<u8>)>,
 }
 
-/// What a submitted order came to: a new order, or the stored first answer
-/// of its Idempotency-Key.
+/// A validated hold request, like `SubmitOrder`.
+#[derive(Message)]
+#[rtype(result = "Result<Submitted<ReservationView>, AppError>")]
+pub struct SubmitReservation {
+    pub caller: AuthUser,
+    pub lines: Vec<Line>,
+    pub ttl_secs: i64,
+    pub idempotency: Option<(String, Vec<u8>)>,
+}
+
+/// What a submitted request came to: the new order or hold, or the stored
+/// first answer of its Idempotency-Key.
 #[derive(Debug)]
-pub enum Submitted {
-    Placed(OrderView),
+pub enum Submitted<T> {
+    Created(T),
     Replayed(idempotency::Stored),
 }
+
+#[derive(Message)]
+#[rtype(result = "Result<ReservationView, AppError>")]
+pub struct GetReservation {
+    pub caller: AuthUser,
+    pub id: Uuid,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Page<ReservationView>, AppError>")]
+pub struct ListReservations {
+    pub filter: ReservationFilter,
+    pub page: PageRequest<ReservationCursor>,
+}
+
+pub const RESERVATIONS_CURSOR_SCOPE: &str = "reservations:-created_at";
 
 #[derive(Message)]
 #[rtype(result = "Result<OrderView, AppError>")]
@@ -134,61 +167,142 @@ pub struct ChangeStatus {
     pub status: OrderStatus,
 }
 
-impl Handler<SubmitOrder> for OrderActor {
-    type Result = Reply<Submitted>;
-
-    fn handle(&mut self, msg: SubmitOrder, _: &mut Context<Self>) -> Self::Result {
-        let (pool, inventory) = (self.pool.clone(), self.inventory.clone());
-        let ttl = Duration::from_secs(self.settings.idempotency_ttl_secs);
-        let stale = Duration::from_secs(self.settings.idempotency_stale_secs);
-        Box::pin(async move {
-            let user_id = msg.caller.id;
-            let key = match msg.idempotency {
-                None => None,
-                Some((key, hash)) => {
-                    let mut conn = pool.get().await?;
-                    match idempotency::claim(&mut conn, user_id, &key, &hash, ttl, stale).await? {
-                        Claim::Fresh => Some(key),
-                        Claim::Replay(stored) => return Ok(Submitted::Replayed(stored)),
-                        Claim::Mismatch => {
-                            return Err(AppError::unprocessable(
-                                "Idempotency-Key was already used with a different request body",
-                                Vec::new(),
-                            ))
-                        }
-                        Claim::InFlight => {
-                            return Err(AppError::conflict(
-                                "A request with this Idempotency-Key is still being processed",
-                            ))
-                        }
-                    }
+/// Runs `attempt` under the caller's Idempotency-Key, if any: claims the key
+/// first (a replay, a mismatch or a request in flight end there), passes it
+/// to `attempt` (whose transaction completes it), and frees it when the
+/// request is refused, so a retry runs again. After a 5xx the outcome is
+/// unknown (the commit may have happened), so the claim stays: the stored
+/// response, or the stale timeout, decides the retry.
+async fn idempotent<T, Fut>(
+    pool: DbPool,
+    settings: &OrderSettings,
+    scope: Scope,
+    user_id: i64,
+    idempotency: Option<(String, Vec<u8>)>,
+    attempt: impl FnOnce(Option<String>) -> Fut,
+) -> Result<Submitted<T>, AppError>
+where
+    Fut: Future<Output = Result<T, AppError>>,
+{
+    let ttl = Duration::from_secs(settings.idempotency_ttl_secs);
+    let stale = Duration::from_secs(settings.idempotency_stale_secs);
+    let key = match idempotency {
+        None => None,
+        Some((key, hash)) => {
+            let mut conn = pool.get().await?;
+            match idempotency::claim(&mut conn, user_id, scope, &key, &hash, ttl, stale).await? {
+                Claim::Fresh => Some(key),
+                Claim::Replay(stored) => return Ok(Submitted::Replayed(stored)),
+                Claim::Mismatch => {
+                    return Err(AppError::unprocessable(
+                        "Idempotency-Key was already used with a different request body",
+                        Vec::new(),
+                    ))
                 }
-            };
-            let result = inventory
-                .send(PlaceOrder {
-                    user_id,
-                    lines: msg.lines,
-                    idempotency_key: key.clone(),
-                })
-                .await
-                .map_err(AppError::from)
-                .and_then(|r| r);
-            match result {
-                Ok(order) => Ok(Submitted::Placed(order)),
-                Err(e) => {
-                    // Refused orders free the key so a retry runs again. After
-                    // a 5xx the outcome is unknown (the commit may have
-                    // happened), so the claim stays: the stored response, or
-                    // the stale timeout, decides the retry.
-                    if let (Some(key), AppError::Conflict { .. } | AppError::Unprocessable { .. }) =
-                        (&key, &e)
-                    {
-                        let mut conn = pool.get().await?;
-                        idempotency::release(&mut conn, user_id, key).await?;
-                    }
-                    Err(e)
+                Claim::InFlight => {
+                    return Err(AppError::conflict(
+                        "A request with this Idempotency-Key is still being processed",
+                    ))
                 }
             }
+        }
+    };
+    match attempt(key.clone()).await {
+        Ok(created) => Ok(Submitted::Created(created)),
+        Err(e) => {
+            if let (Some(key), AppError::Conflict { .. } | AppError::Unprocessable { .. }) = (&key, &e) {
+                let mut conn = pool.get().await?;
+                idempotency::release(&mut conn, user_id, scope, key).await?;
+            }
+            Err(e)
+        }
+    }
+}
+
+impl Handler<SubmitOrder> for OrderActor {
+    type Result = Reply<Submitted<OrderView>>;
+
+    fn handle(&mut self, msg: SubmitOrder, _: &mut Context<Self>) -> Self::Result {
+        let (pool, inventory, settings) = (self.pool.clone(), self.inventory.clone(), self.settings.clone());
+        Box::pin(async move {
+            let user_id = msg.caller.id;
+            idempotent(pool, &settings, Scope::Orders, user_id, msg.idempotency, |key| async move {
+                inventory
+                    .send(PlaceOrder {
+                        user_id,
+                        lines: msg.lines,
+                        idempotency_key: key,
+                    })
+                    .await?
+            })
+            .await
+        })
+    }
+}
+
+impl Handler<SubmitReservation> for OrderActor {
+    type Result = Reply<Submitted<ReservationView>>;
+
+    fn handle(&mut self, msg: SubmitReservation, _: &mut Context<Self>) -> Self::Result {
+        let (pool, inventory, settings) = (self.pool.clone(), self.inventory.clone(), self.settings.clone());
+        Box::pin(async move {
+            let user_id = msg.caller.id;
+            idempotent(pool, &settings, Scope::Reservations, user_id, msg.idempotency, |key| async move {
+                inventory
+                    .send(Reserve {
+                        user_id,
+                        lines: msg.lines,
+                        ttl_secs: msg.ttl_secs,
+                        idempotency_key: key,
+                    })
+                    .await?
+            })
+            .await
+        })
+    }
+}
+
+impl Handler<GetReservation> for OrderActor {
+    type Result = Reply<ReservationView>;
+
+    fn handle(&mut self, msg: GetReservation, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let mut conn = pool.get().await?;
+            reservation::find(&mut conn, msg.id)
+                .await?
+                .filter(|r| r.user_id == msg.caller.id || msg.caller.role.is_admin())
+                .ok_or_else(|| AppError::NotFound("Reservation not found".into()))
+        })
+    }
+}
+
+impl Handler<ListReservations> for OrderActor {
+    type Result = Reply<Page<ReservationView>>;
+
+    fn handle(&mut self, msg: ListReservations, _: &mut Context<Self>) -> Self::Result {
+        let (pool, cursors) = (self.pool.clone(), self.cursors.clone());
+        Box::pin(async move {
+            let mut conn = pool.get().await?;
+            let filter = &msg.filter;
+            cursors
+                .serve(
+                    RESERVATIONS_CURSOR_SCOPE,
+                    msg.page,
+                    |r: &ReservationView| (r.created_at.timestamp_micros(), r.id),
+                    |fetch| async move {
+                        Ok(match fetch {
+                            Fetch::Offset { offset, limit } => {
+                                reservation::list_offset(&mut conn, filter, offset, limit).await?
+                            }
+                            Fetch::Keyset { after, limit } => {
+                                let after = newest_first(after)?;
+                                (reservation::list_keyset(&mut conn, filter, after, limit).await?, 0)
+                            }
+                        })
+                    },
+                )
+                .await
         })
     }
 }

@@ -12,7 +12,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    idempotency_keys (user_id, key) {
+    idempotency_keys (user_id, scope, key) {
         user_id -> Int8,
         #[max_length = 255]
         key -> Varchar,
@@ -22,6 +22,8 @@ diesel::table! {
         order_id -> Nullable<Int8>,
         created_at -> Timestamptz,
         responded_at -> Nullable<Timestamptz>,
+        #[max_length = 20]
+        scope -> Varchar,
     }
 }
 
@@ -83,6 +85,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         search_text -> Nullable<Text>,
+        reserved_quantity -> Int4,
     }
 }
 
@@ -96,6 +99,30 @@ diesel::table! {
         used_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    reservation_items (reservation_id, product_id) {
+        reservation_id -> Uuid,
+        product_id -> Int8,
+        position -> Int2,
+        quantity -> Int4,
+        unit_price -> Numeric,
+    }
+}
+
+diesel::table! {
+    reservations (id) {
+        id -> Uuid,
+        user_id -> Int8,
+        #[max_length = 20]
+        status -> Varchar,
+        total_amount -> Numeric,
+        expires_at -> Timestamptz,
+        order_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -126,6 +153,10 @@ diesel::joinable!(orders -> users (user_id));
 diesel::joinable!(product_search -> products (product_id));
 diesel::joinable!(products -> categories (category_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::joinable!(reservation_items -> products (product_id));
+diesel::joinable!(reservation_items -> reservations (reservation_id));
+diesel::joinable!(reservations -> orders (order_id));
+diesel::joinable!(reservations -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     categories,
@@ -137,5 +168,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     product_search_version,
     products,
     refresh_tokens,
+    reservation_items,
+    reservations,
     users,
 );

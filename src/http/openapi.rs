@@ -22,6 +22,7 @@ use crate::{
     models::{
         category::Category,
         order::{OrderItem, OrderView},
+        reservation::{ReservationItem, ReservationView},
         product::Product,
         user::UserView,
     },
@@ -126,6 +127,11 @@ pub struct EmptyResponse {
         routes::orders::get,
         routes::orders::cancel,
         routes::orders::change_status,
+        routes::reservations::create,
+        routes::reservations::list,
+        routes::reservations::get,
+        routes::reservations::confirm,
+        routes::reservations::release,
         routes::oauth::start,
         routes::oauth::callback,
         routes::health::live,
@@ -142,12 +148,14 @@ pub struct EmptyResponse {
         Product,
         OrderView,
         OrderItem,
+        ReservationView,
+        ReservationItem,
         StockLevel,
     )),
     modifiers(&Security),
     tags(
         (name = "auth"), (name = "users"), (name = "categories"), (name = "products"),
-        (name = "orders"), (name = "operations")
+        (name = "orders"), (name = "reservations"), (name = "operations")
     )
 )]
 struct ApiDoc;

@@ -13,6 +13,7 @@ use crate::{
         user::UserActor,
     },
     auth::JwtKeys,
+    config::ReservationSettings,
     cache::RedisHealth,
     http::routes::oauth::OAuthRedirects,
     metrics::Metrics,
@@ -37,6 +38,8 @@ pub struct AppState {
     pub oauth: Option<OAuthRedirects>,
     /// Serve `/bench/bare` (load testing only).
     pub bench_endpoints: bool,
+    /// Hold lifetimes a request may ask for.
+    pub holds: ReservationSettings,
     /// SHA-256 of `metrics.bearer_token`, when one is set.
     pub metrics_token: Option<[u8; 32]>,
 }

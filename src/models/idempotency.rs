@@ -1,7 +1,7 @@
-//! `idempotency_keys`: one row per (user, Idempotency-Key). The row is
-//! claimed before an order is attempted and completed in the same transaction
-//! that creates the order, so an acknowledged order and its stored response
-//! are never apart.
+//! `idempotency_keys`: one row per (user, scope, Idempotency-Key). The row is
+//! claimed before an order or reservation is attempted and completed in the
+//! same transaction that creates it, so an acknowledged order and its stored
+//! response are never apart.
 
 use std::time::Duration;
 
@@ -9,6 +9,22 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::idempotency_keys;
+
+/// Orders and reservations have separate key spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Orders,
+    Reservations,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Orders => "orders",
+            Self::Reservations => "reservations",
+        }
+    }
+}
 
 pub enum Claim {
     /// This request owns the key now; go ahead.
@@ -51,6 +67,7 @@ fn ago(d: Duration) -> chrono::DateTime<chrono::Utc> {
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     user_id: i64,
+    scope: Scope,
     key: &str,
     hash: &[u8],
     ttl: Duration,
@@ -59,7 +76,12 @@ pub async fn claim(
     use idempotency_keys as k;
     for _ in 0..3 {
         let inserted = diesel::insert_into(k::table)
-            .values((k::user_id.eq(user_id), k::key.eq(key), k::request_hash.eq(hash)))
+            .values((
+                k::user_id.eq(user_id),
+                k::scope.eq(scope.as_str()),
+                k::key.eq(key),
+                k::request_hash.eq(hash),
+            ))
             .on_conflict_do_nothing()
             .execute(conn)
             .await?;
@@ -67,7 +89,7 @@ pub async fn claim(
             return Ok(Claim::Fresh);
         }
         let existing: Option<Existing> = k::table
-            .find((user_id, key))
+            .find((user_id, scope.as_str(), key))
             .select((
                 k::request_hash,
                 k::response_status,
@@ -82,7 +104,7 @@ pub async fn claim(
         let Some(e) = existing else { continue };
         if !e.fresh {
             // Expired: forget it and claim again.
-            diesel::delete(k::table.find((user_id, key)).filter(k::created_at.le(ago(ttl))))
+            diesel::delete(k::table.find((user_id, scope.as_str(), key)).filter(k::created_at.le(ago(ttl))))
                 .execute(conn)
                 .await?;
             continue;
@@ -101,7 +123,7 @@ pub async fn claim(
             _ if e.stale => {
                 let taken = diesel::update(
                     k::table
-                        .find((user_id, key))
+                        .find((user_id, scope.as_str(), key))
                         .filter(k::response_status.is_null())
                         .filter(k::created_at.lt(ago(stale))),
                 )
@@ -118,10 +140,10 @@ pub async fn claim(
     Ok(Claim::InFlight)
 }
 
-/// Releases an unfinished claim (the order was refused), so a retry runs again.
-pub async fn release(conn: &mut AsyncPgConnection, user_id: i64, key: &str) -> QueryResult<usize> {
+/// Releases an unfinished claim (the request was refused), so a retry runs again.
+pub async fn release(conn: &mut AsyncPgConnection, user_id: i64, scope: Scope, key: &str) -> QueryResult<usize> {
     use idempotency_keys as k;
-    diesel::delete(k::table.find((user_id, key)).filter(k::response_status.is_null()))
+    diesel::delete(k::table.find((user_id, scope.as_str(), key)).filter(k::response_status.is_null()))
         .execute(conn)
         .await
 }

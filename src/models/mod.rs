@@ -6,4 +6,5 @@ pub mod oauth_state;
 pub mod order;
 pub mod product;
 pub mod refresh_token;
+pub mod reservation;
 pub mod user;

@@ -27,6 +27,8 @@ pub struct Product {
     #[schema(value_type = String, example = "19.99")]
     pub price: BigDecimal,
     pub stock_quantity: i32,
+    /// Units held by active reservations (not in `stock_quantity`).
+    pub reserved_quantity: i32,
     pub category_id: Option<i64>,
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
@@ -446,7 +448,7 @@ macro_rules! search_page {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
                 let page = &self.0;
                 out.push_sql(concat!(
-                    "SELECT id, name, description, price, stock_quantity, category_id, is_active, \
+                    "SELECT id, name, description, price, stock_quantity, reserved_quantity, category_id, is_active, \
                        created_at, updated_at FROM products WHERE is_active AND ",
                     $filter,
                     " LIKE (SELECT lower("
@@ -501,6 +503,7 @@ type ProductColumns = (
     products::description,
     products::price,
     products::stock_quantity,
+    products::reserved_quantity,
     products::category_id,
     products::is_active,
     products::created_at,

@@ -14,16 +14,16 @@ use diesel_async::{
 use tokio::sync::oneshot;
 
 use super::{
-    allocate::{allocate, Locked, Op, Outcome, Writes},
+    allocate::{allocate, Locked, Locks, Op, Outcome, Writes},
     sql,
 };
 use crate::{
-    db::{
-        schema::{order_items, orders},
-        DbPool,
-    },
+    db::{schema::orders, DbPool},
     error::AppError,
-    models::order::{OrderItem, OrderRow, OrderView},
+    models::{
+        order::{self, OrderRow, OrderView},
+        reservation,
+    },
 };
 
 /// A committed batch.
@@ -73,14 +73,34 @@ impl Tx {
         Ok(())
     }
 
-    /// BEGIN and `lock`, in one round trip.
-    async fn begin_with(&mut self, lock: sql::LockProducts) -> Result<Vec<sql::LockedRow>, AppError> {
+    /// BEGIN (unless open), `holders` (if any) and `lock`, in one round
+    /// trip: the statements run one after the other, each with a fresh
+    /// snapshot, so `lock` sees what committed before `holders` got its rows.
+    async fn lock(
+        &mut self,
+        holders: Option<sql::LockHolders>,
+        lock: sql::LockProducts,
+    ) -> Result<Vec<sql::LockedRow>, AppError> {
+        let begin = !self.open;
         self.open = true;
         let conn: &AsyncPgConnection = self.conn()?;
-        let (mut a, mut b) = (conn, conn);
-        let (begun, rows) =
-            futures_util::future::join(sql::Begin.execute(&mut a), lock.load::<sql::LockedRow>(&mut b)).await;
+        let (mut a, mut b, mut c) = (conn, conn, conn);
+        let begun = async {
+            if begin {
+                sql::Begin.execute(&mut a).await?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        };
+        let held = async {
+            if let Some(h) = holders {
+                h.get_result::<i64>(&mut b).await?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        };
+        let (begun, held, rows) =
+            futures_util::future::join3(begun, held, lock.load::<sql::LockedRow>(&mut c)).await;
         begun?;
+        held?;
         Ok(rows?)
     }
 
@@ -131,163 +151,197 @@ impl Drop for Tx {
     }
 }
 
-/// Locks, decides and writes one batch inside `tx`.
+/// Locks, decides and writes one batch inside `tx`. Locks are taken in one
+/// order by every batch (orders, holds, users, products; each in id order),
+/// so batches of several instances never deadlock.
 async fn decide(
     tx: &mut Tx,
     ops: &[Op],
     locked: oneshot::Sender<()>,
     inject_panic: bool,
 ) -> Result<Done, AppError> {
-    let has_cancels = ops.iter().any(|op| matches!(op, Op::Cancel { .. }));
-    let orders = if has_cancels {
-        tx.begin().await?;
-        lock_orders(tx.conn()?, ops).await?
-    } else {
-        HashMap::new()
-    };
-    let mut product_ids: Vec<i64> = ops
+    let cancels = sorted(ops.iter().filter_map(|op| match op {
+        Op::Cancel { order_id, .. } => Some(*order_id),
+        _ => None,
+    }));
+    let holds = sorted(ops.iter().filter_map(Op::hold));
+    let claim_due: i64 = ops
         .iter()
-        .flat_map(|op| match op {
-            Op::Place { lines, .. } => lines.iter().map(|l| l.product_id).collect::<Vec<_>>(),
-            Op::Adjust { product_id, .. } => vec![*product_id],
-            Op::Cancel { .. } => Vec::new(),
+        .map(|op| match op {
+            Op::Expire { limit } => *limit,
+            _ => 0,
         })
-        .chain(orders.values().flat_map(|o| o.items.iter().map(|i| i.product_id)))
-        .collect();
-    product_ids.sort_unstable();
-    product_ids.dedup();
+        .sum();
+    let mut locks = Locks::default();
+    // Rows that lead to products: the cancelled orders and the held ones.
+    if !cancels.is_empty() || !holds.is_empty() || claim_due > 0 {
+        tx.begin().await?;
+        let conn = tx.conn()?;
+        if !cancels.is_empty() {
+            locks.orders = load_orders(conn, &cancels, true).await?;
+        }
+        if !holds.is_empty() || claim_due > 0 {
+            let (rows, claimed) = reservation::lock(conn, &holds, claim_due).await?;
+            let confirmed: Vec<i64> = rows
+                .iter()
+                .filter_map(|h| h.order_id)
+                .filter(|id| !locks.orders.contains_key(id))
+                .collect();
+            // A confirmed hold's order, read to answer a repeated confirm.
+            locks.orders.extend(load_orders(conn, &confirmed, false).await?);
+            locks.holds = rows.into_iter().map(|h| (h.id, h)).collect();
+            locks.claimed = claimed;
+        }
+    }
+    let product_ids = sorted(
+        ops.iter()
+            .flat_map(Op::products)
+            .chain(locks.orders.values().flat_map(|o| o.items.iter().map(|i| i.product_id)))
+            .chain(locks.holds.values().flat_map(|h| h.items.iter().map(|i| i.product_id))),
+    );
     let (n_orders, n_items) = ops.iter().fold((0, 0), |(o, i), op| match op {
         Op::Place { lines, .. } => (o + 1, i + lines.len() as i64),
+        Op::Confirm { id, .. } => (
+            o + 1,
+            i + locks.holds.get(id).map_or(0, |h| h.items.len() as i64),
+        ),
         _ => (o, i),
     });
-    let mut callers: Vec<i64> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Place { user_id, .. } => Some(*user_id),
-            Op::Cancel { caller, .. } => Some(caller.id),
-            Op::Adjust { .. } => None,
-        })
-        .collect();
-    callers.sort_unstable();
-    callers.dedup();
+    let holders = sorted(ops.iter().filter_map(|op| match op {
+        Op::Reserve(h) => Some(h.user_id),
+        _ => None,
+    }));
     let lock = sql::LockProducts {
         product_ids,
         orders: n_orders,
         items: n_items,
-        callers,
+        callers: sorted(ops.iter().filter_map(Op::caller)),
+        holders: holders.clone(),
     };
-    let rows: Vec<sql::LockedRow> = if tx.open {
-        lock.load(tx.conn()?).await?
-    } else {
-        tx.begin_with(lock).await?
-    };
+    let holders = (!holders.is_empty()).then_some(sql::LockHolders { user_ids: holders });
+    let rows = tx.lock(holders, lock).await?;
     let _ = locked.send(());
     if inject_panic {
         panic!("injected panic in the middle of an inventory batch");
     }
-    let Some((_, _, _, _, now, order_ids, item_ids, inactive)) = <[sql::LockedRow]>::first(&rows).cloned()
+    let Some((_, _, _, _, _, now, order_ids, item_ids, inactive, active_holds)) =
+        <[sql::LockedRow]>::first(&rows).cloned()
     else {
         return Err(AppError::internal(anyhow::anyhow!(
             "lock statement returned no row"
         )));
     };
-    let products: HashMap<i64, Locked> = rows
+    locks.products = rows
         .into_iter()
-        .filter_map(|(id, price, stock, active, ..)| {
+        .filter_map(|(id, price, stock, reserved, active, ..)| {
             Some((
                 id?,
                 Locked {
                     price: price?,
                     stock: stock?,
+                    reserved: reserved?,
                     is_active: active?,
                 },
             ))
         })
         .collect();
-    let allocation = allocate(ops, products, orders, &inactive, &order_ids, &item_ids, now);
+    for user in active_holds {
+        *locks.active_holds.entry(user).or_default() += 1;
+    }
+    (locks.now, locks.order_ids, locks.item_ids, locks.inactive) = (now, order_ids, item_ids, inactive);
+    let allocation = allocate(ops, locks);
     let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
-    tx.commit_with(write_statement(allocation.writes, now)?).await?;
+    tx.commit_with(write_statement(allocation.writes, now)).await?;
     Ok(Done {
         outcomes: allocation.outcomes,
         changed,
     })
 }
 
-/// Locks the orders that the batch's cancels refer to, with their items.
-async fn lock_orders(conn: &mut AsyncPgConnection, ops: &[Op]) -> Result<HashMap<i64, OrderView>, AppError> {
-    let mut ids: Vec<i64> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Cancel { order_id, .. } => Some(*order_id),
-            _ => None,
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let rows: Vec<OrderRow> = orders::table
-        .filter(orders::id.eq_any(&ids))
-        .order(orders::id)
-        .select(OrderRow::as_select())
-        .for_update()
-        .load(conn)
-        .await?;
-    let items: Vec<OrderItem> = order_items::table
-        .filter(order_items::order_id.eq_any(&ids))
-        .order(order_items::id)
-        .select(OrderItem::as_select())
-        .load(conn)
-        .await?;
-    let mut views: HashMap<i64, OrderView> = rows
-        .into_iter()
-        .map(|o| (o.id, OrderView::new(o, Vec::new())))
-        .collect();
-    for item in items {
-        if let Some(v) = views.get_mut(&item.order_id) {
-            v.items.push(item);
-        }
+fn sorted<T: Ord>(ids: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = ids.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The orders `ids` with their items, locked (`FOR UPDATE`, id order) or
+/// just read.
+async fn load_orders(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+    lock: bool,
+) -> Result<HashMap<i64, OrderView>, AppError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
     }
-    Ok(views)
+    let query = orders::table
+        .filter(orders::id.eq_any(ids))
+        .order(orders::id)
+        .select(OrderRow::as_select());
+    let rows: Vec<OrderRow> = if lock {
+        query.for_update().load(conn).await?
+    } else {
+        query.load(conn).await?
+    };
+    Ok(order::with_items(conn, rows)
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o))
+        .collect())
 }
 
 /// The batch's single writing statement, or `None` when nothing changed.
-fn write_statement(
-    w: Writes,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<sql::WriteBatch>, AppError> {
-    if w.stock.is_empty() && w.orders.is_empty() && w.cancelled.is_empty() {
-        return Ok(None);
+fn write_statement(w: Writes, now: chrono::DateTime<chrono::Utc>) -> Option<sql::WriteBatch> {
+    if w.stock.is_empty() && w.orders.is_empty() && w.cancelled.is_empty() && w.hold_changes.is_empty() {
+        return None;
     }
     let mut stmt = sql::WriteBatch {
         now,
         ..Default::default()
     };
-    for (id, stock) in &w.stock {
-        stmt.stock_ids.push(*id);
-        stmt.stock_values.push(*stock);
+    for (id, (stock, reserved)) in w.stock {
+        stmt.stock_ids.push(id);
+        stmt.stock_values.push(stock);
+        stmt.reserved_values.push(reserved);
     }
-    for o in &w.orders {
+    for o in w.orders {
         stmt.order_ids.push(o.id);
         stmt.order_users.push(o.user_id);
-        stmt.order_totals.push(o.total_amount.clone());
-        for i in &o.items {
+        stmt.order_totals.push(o.total_amount);
+        for i in o.items {
             stmt.item_ids.push(i.id);
             stmt.item_orders.push(o.id);
             stmt.item_products.push(i.product_id);
             stmt.item_quantities.push(i.quantity);
-            stmt.item_prices.push(i.unit_price.clone());
+            stmt.item_prices.push(i.unit_price);
         }
     }
     stmt.cancelled = w.cancelled;
-    for (user, key, at) in w.idempotency {
-        let order = w
-            .orders
-            .get(at)
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("idempotency key without its order")))?;
-        stmt.key_users.push(user);
-        stmt.key_names.push(key);
-        stmt.key_orders.push(order.id);
-        stmt.key_data
-            .push(serde_json::to_string(order).map_err(AppError::internal)?);
+    for h in w.holds {
+        stmt.hold_ids.push(h.id);
+        stmt.hold_users.push(h.user_id);
+        stmt.hold_totals.push(h.total_amount);
+        stmt.hold_expiries.push(h.expires_at);
+        for i in h.items {
+            stmt.hold_item_holds.push(h.id);
+            stmt.hold_item_products.push(i.product_id);
+            stmt.hold_item_positions.push(i.position);
+            stmt.hold_item_quantities.push(i.quantity);
+            stmt.hold_item_prices.push(i.unit_price);
+        }
     }
-    Ok(Some(stmt))
+    for (id, status, order_id) in w.hold_changes {
+        stmt.ended_ids.push(id);
+        stmt.ended_statuses.push(status);
+        stmt.ended_orders.push(order_id);
+    }
+    for k in w.keys {
+        stmt.key_users.push(k.user_id);
+        stmt.key_scopes.push(k.scope.as_str());
+        stmt.key_names.push(k.key);
+        stmt.key_orders.push(k.order_id);
+        stmt.key_data.push(k.data);
+    }
+    Some(stmt)
 }

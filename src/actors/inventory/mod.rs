@@ -1,7 +1,9 @@
-//! InventoryActor: the only writer of `products.stock_quantity`.
+//! InventoryActor: the only writer of `products.stock_quantity` and
+//! `reserved_quantity`, and of checkout holds.
 //!
-//! Handles: `PlaceOrder`, `CancelOrder`, `AdjustStock`, `Flush` (and, for
-//! tests, `PanicNextBatch`).
+//! Handles: `PlaceOrder`, `CancelOrder`, `AdjustStock`, `Reserve`,
+//! `ConfirmReservation`, `ReleaseReservation`, `Flush` (and, for tests,
+//! `PanicNextBatch`).
 //!
 //! Requests queue up; the actor drains the queue into a batch (at most
 //! `inventory.max_batch`, after waiting `inventory.max_wait_us` for company)
@@ -11,6 +13,12 @@
 //! answer every waiting request. While a batch is in the database the mailbox
 //! keeps filling the next one; up to `inventory.max_in_flight` batches are in
 //! the database at once, each starting once the previous one holds its locks.
+//!
+//! Expiry: every `reservations.expiry_interval_ms` (and at start) the actor
+//! queues an expiry op; its batch claims up to `reservations.expiry_batch`
+//! due holds with `FOR UPDATE SKIP LOCKED` (each due hold is claimed by one
+//! instance only) and moves their units back to stock like a release. A full
+//! claim queues the next one at once.
 //!
 //! A panic inside a batch is caught: its transaction is never committed, its
 //! requests get an error, and the actor stops so its Supervisor restarts it;
@@ -32,16 +40,17 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 pub use self::allocate::Line;
-use self::allocate::{Op, Outcome};
+use self::allocate::{NewHold, Op, Outcome};
 use crate::{
     auth::AuthUser,
     cache::{Cache, Family},
-    config::InventorySettings,
+    config::{InventorySettings, ReservationSettings},
     db::DbPool,
     error::AppError,
     metrics::Metrics,
-    models::order::OrderView,
+    models::{order::OrderView, reservation::ReservationView},
 };
+use uuid::Uuid;
 
 /// Session settings of the InventoryActor's connections (measured in
 /// docs/decisions/0003):
@@ -63,7 +72,10 @@ pub struct InventoryActor {
     cache: Cache,
     metrics: Arc<Metrics>,
     settings: InventorySettings,
+    holds: ReservationSettings,
     queue: VecDeque<(Op, Responder)>,
+    /// An expiry op is queued or running.
+    expiring: bool,
     /// Batches started and not yet answered (at most `max_in_flight`).
     in_flight: usize,
     /// A batch has started but does not hold its row locks yet: the next one
@@ -77,13 +89,21 @@ pub struct InventoryActor {
 }
 
 impl InventoryActor {
-    pub fn new(pool: DbPool, cache: Cache, settings: InventorySettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        pool: DbPool,
+        cache: Cache,
+        settings: InventorySettings,
+        holds: ReservationSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             pool,
             cache,
             metrics,
             settings,
+            holds,
             queue: VecDeque::new(),
+            expiring: false,
             in_flight: 0,
             locking: false,
             scheduled: false,
@@ -143,7 +163,10 @@ impl InventoryActor {
         self.metrics.inventory_queue_depth.set(self.queue.len() as i64);
         let places: Vec<bool> = ops.iter().map(|op| matches!(op, Op::Place { .. })).collect();
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
-        let inject_panic = std::mem::take(&mut self.panic_next_batch);
+        // The injected panic hits a batch with a request in it, not a
+        // background expiry.
+        let inject_panic = self.panic_next_batch && ops.iter().any(|op| !matches!(op, Op::Expire { .. }));
+        self.panic_next_batch &= !inject_panic;
 
         let (locked_tx, locked_rx) = oneshot::channel::<()>();
         // Locks held (or the batch failed first): the next batch may start.
@@ -194,8 +217,39 @@ impl InventoryActor {
             if place {
                 self.count_order(&outcome);
             }
+            self.count_hold(&outcome);
             let _ = tx.send(outcome);
         }
+    }
+
+    fn count_hold(&self, outcome: &Result<Outcome, AppError>) {
+        let (event, n) = match outcome {
+            Ok(Outcome::Reserved(_)) => ("created", 1),
+            Ok(Outcome::Confirmed { created: true, .. }) => ("confirmed", 1),
+            Ok(Outcome::Released(h)) if h.status == crate::domain::ReservationStatus::Released => ("released", 1),
+            Ok(Outcome::Expired(n)) => ("expired", *n as u64),
+            _ => return,
+        };
+        self.metrics.reservations.with_label_values(&[event]).inc_by(n);
+    }
+
+    /// Queues an expiry op unless one is queued or running; a full claim
+    /// queues the next one as soon as it is answered.
+    fn expire_due(&mut self, ctx: &mut Context<Self>) {
+        if self.expiring {
+            return;
+        }
+        self.expiring = true;
+        let limit = self.holds.expiry_batch.max(1) as i64;
+        let fut = self.submit(Op::Expire { limit }, ctx);
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.expiring = false;
+            match result {
+                Ok(Outcome::Expired(n)) if n as i64 >= limit => act.expire_due(ctx),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring due reservations failed; retrying"),
+            }
+        }));
     }
 
     fn count_order(&self, outcome: &Result<Outcome, AppError>) {
@@ -239,7 +293,12 @@ impl Actor for InventoryActor {
         self.in_flight = 0;
         self.locking = false;
         self.scheduled = false;
+        self.expiring = false;
         self.schedule(ctx);
+        // Holds that expired while no instance ran go first.
+        self.expire_due(ctx);
+        let every = Duration::from_millis(self.holds.expiry_interval_ms.max(10));
+        ctx.run_interval(every, |act, ctx| act.expire_due(ctx));
     }
 }
 
@@ -284,6 +343,42 @@ pub struct AdjustStock {
 pub struct StockLevel {
     pub product_id: i64,
     pub stock_quantity: i32,
+}
+
+/// Holds `lines` for `ttl_secs`: the new `active` reservation, or 409 (short
+/// stock, or the caller's active holds at the limit) / 422 (unknown or
+/// inactive product). With `idempotency_key`, the key's row is completed in
+/// the same transaction.
+#[derive(Message)]
+#[rtype(result = "Result<ReservationView, AppError>")]
+pub struct Reserve {
+    pub user_id: i64,
+    pub lines: Vec<Line>,
+    pub ttl_secs: i64,
+    pub idempotency_key: Option<String>,
+}
+
+/// Turns the caller's active hold into a pending order. `created` is false
+/// when an earlier confirm already made the order (which is returned).
+#[derive(Message)]
+#[rtype(result = "Result<Confirmation, AppError>")]
+pub struct ConfirmReservation {
+    pub id: Uuid,
+    pub caller: AuthUser,
+}
+
+#[derive(Debug)]
+pub struct Confirmation {
+    pub order: OrderView,
+    pub created: bool,
+}
+
+/// Releases a hold (owner or admin): its units go back to stock.
+#[derive(Message)]
+#[rtype(result = "Result<ReservationView, AppError>")]
+pub struct ReleaseReservation {
+    pub id: Uuid,
+    pub caller: AuthUser,
 }
 
 /// Resolves once every queued request has been decided and answered
@@ -358,6 +453,55 @@ impl Handler<AdjustStock> for InventoryActor {
                 product_id,
                 stock_quantity,
             }),
+            _ => None,
+        })
+    }
+}
+
+impl Handler<Reserve> for InventoryActor {
+    type Result = ResponseFuture<Result<ReservationView, AppError>>;
+
+    fn handle(&mut self, msg: Reserve, ctx: &mut Context<Self>) -> Self::Result {
+        let op = Op::Reserve(NewHold {
+            id: Uuid::new_v4(),
+            user_id: msg.user_id,
+            lines: msg.lines,
+            ttl_secs: msg.ttl_secs,
+            max_active: self.holds.max_active_per_user,
+            idempotency_key: msg.idempotency_key,
+        });
+        handle_op(self, op, ctx, |o| match o {
+            Outcome::Reserved(hold) => Some(hold),
+            _ => None,
+        })
+    }
+}
+
+impl Handler<ConfirmReservation> for InventoryActor {
+    type Result = ResponseFuture<Result<Confirmation, AppError>>;
+
+    fn handle(&mut self, msg: ConfirmReservation, ctx: &mut Context<Self>) -> Self::Result {
+        let op = Op::Confirm {
+            id: msg.id,
+            caller: msg.caller,
+        };
+        handle_op(self, op, ctx, |o| match o {
+            Outcome::Confirmed { order, created } => Some(Confirmation { order, created }),
+            _ => None,
+        })
+    }
+}
+
+impl Handler<ReleaseReservation> for InventoryActor {
+    type Result = ResponseFuture<Result<ReservationView, AppError>>;
+
+    fn handle(&mut self, msg: ReleaseReservation, ctx: &mut Context<Self>) -> Self::Result {
+        let op = Op::Release {
+            id: msg.id,
+            caller: msg.caller,
+        };
+        handle_op(self, op, ctx, |o| match o {
+            Outcome::Released(hold) => Some(hold),
             _ => None,
         })
     }

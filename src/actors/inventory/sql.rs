@@ -7,28 +7,57 @@ use chrono::{DateTime, Utc};
 use diesel::{
     pg::Pg,
     query_builder::{AstPass, Query, QueryFragment, QueryId},
-    sql_types::{Array, BigInt, Bool, Int4, Int8, Nullable, Numeric, Text, Timestamptz},
+    sql_types::{Array, BigInt, Bool, Int2, Int4, Int8, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid},
     QueryResult,
 };
+use uuid::Uuid;
+
+/// Locks the rows of the users who create holds in this batch (id order),
+/// before `LockProducts` counts their active holds: that count then sees
+/// every hold committed by a batch that held one of these rows before, on
+/// any instance, so the per-user limit holds across instances. `FOR NO KEY
+/// UPDATE` leaves the rows' foreign-key checks (new orders, holds) unblocked.
+#[derive(QueryId)]
+pub struct LockHolders {
+    pub user_ids: Vec<i64>,
+}
+
+impl QueryFragment<Pg> for LockHolders {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT count(*) FROM (SELECT id FROM users WHERE id = ANY(");
+        out.push_bind_param::<Array<Int8>, _>(&self.user_ids)?;
+        out.push_sql(") ORDER BY id FOR NO KEY UPDATE) held");
+        Ok(())
+    }
+}
+
+impl Query for LockHolders {
+    type SqlType = BigInt;
+}
 
 /// Locks the batch's product rows in id order (no deadlocks with other
 /// instances) and, in the same round trip, takes the transaction timestamp,
-/// enough order and item ids for every order of the batch, and which of the
-/// batch's callers are deactivated (their access tokens may still be valid).
+/// enough order and item ids for every order of the batch, which of the
+/// batch's callers are deactivated (their access tokens may still be valid),
+/// and the owners of the active, unexpired holds of `holders` (one entry per
+/// hold).
 #[derive(QueryId)]
 pub struct LockProducts {
     pub product_ids: Vec<i64>,
     pub orders: i64,
     pub items: i64,
     pub callers: Vec<i64>,
+    pub holders: Vec<i64>,
 }
 
 pub type LockedRow = (
     Option<i64>,
     Option<BigDecimal>,
     Option<i32>,
+    Option<i32>,
     Option<bool>,
     DateTime<Utc>,
+    Vec<i64>,
     Vec<i64>,
     Vec<i64>,
     Vec<i64>,
@@ -45,16 +74,19 @@ impl QueryFragment<Pg> for LockProducts {
         out.push_bind_param::<BigInt, _>(&self.items)?;
         out.push_sql(")) AS item_ids, ARRAY(SELECT id FROM users WHERE NOT is_active AND id = ANY(");
         out.push_bind_param::<Array<Int8>, _>(&self.callers)?;
+        out.push_sql(")) AS inactive, ARRAY(SELECT user_id FROM reservations WHERE status = 'active' \
+               AND expires_at > now() AND user_id = ANY(");
+        out.push_bind_param::<Array<Int8>, _>(&self.holders)?;
         out.push_sql(
-            ")) AS inactive), \
-             locked AS MATERIALIZED (SELECT id, price, stock_quantity, is_active FROM products \
-               WHERE id = ANY(",
+            ")) AS holds), \
+             locked AS MATERIALIZED (SELECT id, price, stock_quantity, reserved_quantity, is_active \
+               FROM products WHERE id = ANY(",
         );
         out.push_bind_param::<Array<Int8>, _>(&self.product_ids)?;
         out.push_sql(
             ") ORDER BY id FOR UPDATE) \
-             SELECT l.id, l.price, l.stock_quantity, l.is_active, seq.ts, seq.order_ids, seq.item_ids, \
-                    seq.inactive \
+             SELECT l.id, l.price, l.stock_quantity, l.reserved_quantity, l.is_active, seq.ts, \
+                    seq.order_ids, seq.item_ids, seq.inactive, seq.holds \
              FROM seq LEFT JOIN locked l ON true",
         );
         Ok(())
@@ -66,8 +98,10 @@ impl Query for LockProducts {
         Nullable<Int8>,
         Nullable<Numeric>,
         Nullable<Int4>,
+        Nullable<Int4>,
         Nullable<Bool>,
         Timestamptz,
+        Array<Int8>,
         Array<Int8>,
         Array<Int8>,
         Array<Int8>,
@@ -75,13 +109,16 @@ impl Query for LockProducts {
 }
 
 /// Every write of a batch in one statement: new stock figures, new orders and
-/// their items (multi-row), cancelled orders and completed idempotency keys.
-/// Foreign keys between the new orders and items are checked at the end of
-/// the statement, when both exist. Returns the number of rows written.
+/// their items (multi-row), cancelled orders, new holds and their items,
+/// holds that ended, and completed idempotency keys. Foreign keys between
+/// the new rows (an item and its order, a confirmed hold and its order) are
+/// checked at the end of the statement, when all exist. Returns the number of
+/// rows written.
 #[derive(QueryId, Default)]
 pub struct WriteBatch {
     pub stock_ids: Vec<i64>,
     pub stock_values: Vec<i32>,
+    pub reserved_values: Vec<i32>,
     /// The orders' created_at / updated_at, and the idempotency keys'
     /// responded_at: the transaction's timestamp.
     pub now: DateTime<Utc>,
@@ -94,21 +131,39 @@ pub struct WriteBatch {
     pub item_quantities: Vec<i32>,
     pub item_prices: Vec<BigDecimal>,
     pub cancelled: Vec<i64>,
+    pub hold_ids: Vec<Uuid>,
+    pub hold_users: Vec<i64>,
+    pub hold_totals: Vec<BigDecimal>,
+    pub hold_expiries: Vec<DateTime<Utc>>,
+    pub hold_item_holds: Vec<Uuid>,
+    pub hold_item_products: Vec<i64>,
+    pub hold_item_positions: Vec<i16>,
+    pub hold_item_quantities: Vec<i32>,
+    pub hold_item_prices: Vec<BigDecimal>,
+    pub ended_ids: Vec<Uuid>,
+    pub ended_statuses: Vec<crate::domain::ReservationStatus>,
+    pub ended_orders: Vec<Option<i64>>,
     pub key_users: Vec<i64>,
+    pub key_scopes: Vec<&'static str>,
     pub key_names: Vec<String>,
-    pub key_orders: Vec<i64>,
-    /// The JSON of each key's order, as its 201 response showed it.
+    pub key_orders: Vec<Option<i64>>,
+    /// The JSON of each key's 201 data (the order or the reservation).
     pub key_data: Vec<String>,
 }
 
 impl QueryFragment<Pg> for WriteBatch {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH s AS (UPDATE products p SET stock_quantity = v.stock FROM unnest(");
+        out.push_sql(
+            "WITH s AS (UPDATE products p SET stock_quantity = v.stock, reserved_quantity = v.reserved \
+             FROM unnest(",
+        );
         out.push_bind_param::<Array<Int8>, _>(&self.stock_ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Int4>, _>(&self.stock_values)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.reserved_values)?;
         out.push_sql(
-            ") AS v(id, stock) WHERE p.id = v.id RETURNING 1), \
+            ") AS v(id, stock, reserved) WHERE p.id = v.id RETURNING 1), \
              o AS (INSERT INTO orders (id, user_id, status, total_amount, created_at, updated_at) \
                SELECT id, user_id, 'pending', total, ",
         );
@@ -142,6 +197,47 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_bind_param::<Array<Int8>, _>(&self.cancelled)?;
         out.push_sql(
             ") RETURNING 1), \
+             r AS (INSERT INTO reservations (id, user_id, status, total_amount, expires_at, created_at, \
+               updated_at) SELECT id, user_id, 'active', total, expires_at, ",
+        );
+        out.push_bind_param::<Timestamptz, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&self.now)?;
+        out.push_sql(" FROM unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.hold_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int8>, _>(&self.hold_users)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Numeric>, _>(&self.hold_totals)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&self.hold_expiries)?;
+        out.push_sql(
+            ") AS v(id, user_id, total, expires_at) RETURNING 1), \
+             ri AS (INSERT INTO reservation_items (reservation_id, product_id, position, quantity, unit_price) \
+               SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.hold_item_holds)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int8>, _>(&self.hold_item_products)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int2>, _>(&self.hold_item_positions)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Int4>, _>(&self.hold_item_quantities)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Numeric>, _>(&self.hold_item_prices)?;
+        out.push_sql(
+            ") RETURNING 1), \
+             re AS (UPDATE reservations h SET status = v.status, order_id = v.order_id, updated_at = ",
+        );
+        out.push_bind_param::<Timestamptz, _>(&self.now)?;
+        out.push_sql(" FROM unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ended_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.ended_statuses)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Int8>>, _>(&self.ended_orders)?;
+        out.push_sql(
+            ") AS v(id, status, order_id) WHERE h.id = v.id RETURNING 1), \
              k AS (UPDATE idempotency_keys k SET response_status = 201, response_data = v.data, \
                responded_at = ",
         );
@@ -149,15 +245,19 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_sql(", order_id = v.order_id FROM unnest(");
         out.push_bind_param::<Array<Int8>, _>(&self.key_users)?;
         out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.key_scopes)?;
+        out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.key_names)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<Int8>, _>(&self.key_orders)?;
+        out.push_bind_param::<Array<Nullable<Int8>>, _>(&self.key_orders)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.key_data)?;
         out.push_sql(
-            ") AS v(user_id, key, order_id, data) WHERE k.user_id = v.user_id AND k.key = v.key RETURNING 1) \
+            ") AS v(user_id, scope, key, order_id, data) \
+               WHERE k.user_id = v.user_id AND k.scope = v.scope AND k.key = v.key RETURNING 1) \
              SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM o) + (SELECT count(*) FROM i) \
-                  + (SELECT count(*) FROM c) + (SELECT count(*) FROM k)",
+                  + (SELECT count(*) FROM c) + (SELECT count(*) FROM r) + (SELECT count(*) FROM ri) \
+                  + (SELECT count(*) FROM re) + (SELECT count(*) FROM k)",
         );
         Ok(())
     }

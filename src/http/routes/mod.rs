@@ -67,6 +67,7 @@ pub mod health;
 pub mod oauth;
 pub mod orders;
 pub mod products;
+pub mod reservations;
 pub mod users;
 
 /// Every `/api` resource, registered once per version prefix. The router
@@ -75,6 +76,7 @@ pub mod users;
 fn api(cfg: &mut web::ServiceConfig, prefix: &str) {
     orders::configure(cfg, prefix);
     products::configure(cfg, prefix);
+    reservations::configure(cfg, prefix);
     auth::configure(cfg, prefix);
     categories::configure(cfg, prefix);
     users::configure(cfg, prefix);

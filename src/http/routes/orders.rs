@@ -23,7 +23,7 @@ use crate::{
         extractors::{Admin, JsonBody},
         validate::{checked, integer, BoundedList, Fields},
     },
-    models::order::OrderFilter,
+    models::{idempotency::Stored, order::OrderFilter},
     pagination::{ApiVersion, PageParams},
 };
 
@@ -59,7 +59,7 @@ pub struct PlaceBody {
 /// Parses `items`: 1..100 lines of `{product_id, quantity}`; every bad field
 /// is named (`items[3].quantity`). Lines of one product are summed; the sum
 /// must still be a valid quantity.
-fn parse_lines(items: Option<BoundedList<MAX_LINES>>) -> Result<Vec<Line>, AppError> {
+pub(super) fn parse_lines(items: Option<BoundedList<MAX_LINES>>) -> Result<Vec<Line>, AppError> {
     let items = match items {
         None => return Err(AppError::invalid_field("items", "is required")),
         Some(BoundedList::NotList) => return Err(AppError::invalid_field("items", "must be an array")),
@@ -120,7 +120,7 @@ fn parse_lines(items: Option<BoundedList<MAX_LINES>>) -> Result<Vec<Line>, AppEr
 }
 
 /// `Idempotency-Key`: 1..255 visible ASCII characters.
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
+pub(super) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
     let Some(v) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -137,16 +137,30 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
     Ok(Some(s.to_owned()))
 }
 
-/// Hash of what the request asks for (its lines as sent), to tell a retry
-/// from a different request under the same key.
-fn request_hash(lines: &[Line]) -> Vec<u8> {
+/// Hash of what the request asks for (its lines as sent, and `extra`), to
+/// tell a retry from a different request under the same key.
+pub(super) fn request_hash(lines: &[Line], extra: &[u8]) -> Vec<u8> {
     let mut h = Sha256::new();
     for l in lines {
         h.update(l.product_id.to_le_bytes());
         h.update(l.quantity.to_le_bytes());
         h.update((l.index as u64).to_le_bytes());
     }
+    h.update(extra);
     h.finalize().to_vec()
+}
+
+/// The first response to an Idempotency-Key again, byte for byte, marked
+/// `Idempotent-Replayed: true`.
+pub(super) fn replayed(stored: Stored, message: &str) -> Result<HttpResponse, AppError> {
+    let status = StatusCode::from_u16(stored.status).map_err(AppError::internal)?;
+    let data = RawValue::from_string(stored.data).map_err(AppError::internal)?;
+    let mut res = envelope::respond_at(status, message, data, stored.at);
+    res.headers_mut().insert(
+        actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+        actix_web::http::header::HeaderValue::from_static("true"),
+    );
+    Ok(res)
 }
 
 #[utoipa::path(
@@ -169,7 +183,7 @@ pub async fn place(
     let lines = parse_lines(body.0.items)?;
     let submitted = match key {
         // The hot path: nothing to claim, straight to the InventoryActor.
-        None => Submitted::Placed(
+        None => Submitted::Created(
             state
                 .inventory
                 .send(PlaceOrder {
@@ -180,7 +194,7 @@ pub async fn place(
                 .await??,
         ),
         Some(key) => {
-            let idempotency = Some((key, request_hash(&lines)));
+            let idempotency = Some((key, request_hash(&lines, &[])));
             state
                 .orders
                 .send(SubmitOrder {
@@ -193,22 +207,13 @@ pub async fn place(
     };
     // The 201 is stamped with the order's creation time, which the
     // Idempotency-Key row keeps: a replay is the same bytes.
-    Ok(match submitted {
-        Submitted::Placed(order) => {
+    match submitted {
+        Submitted::Created(order) => {
             let at = order.created_at;
-            envelope::respond_at(StatusCode::CREATED, ORDER_CREATED, order, at)
+            Ok(envelope::respond_at(StatusCode::CREATED, ORDER_CREATED, order, at))
         }
-        Submitted::Replayed(stored) => {
-            let status = StatusCode::from_u16(stored.status).map_err(AppError::internal)?;
-            let data = RawValue::from_string(stored.data).map_err(AppError::internal)?;
-            let mut res = envelope::respond_at(status, ORDER_CREATED, data, stored.at);
-            res.headers_mut().insert(
-                actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
-                actix_web::http::header::HeaderValue::from_static("true"),
-            );
-            res
-        }
-    })
+        Submitted::Replayed(stored) => replayed(stored, ORDER_CREATED),
+    }
 }
 
 #[derive(Deserialize)]
