@@ -15,6 +15,7 @@ mod oauth;
 mod ops;
 mod orders;
 mod redis;
+mod reservations;
 mod reliability;
 mod security;
 mod users;
