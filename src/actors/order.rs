@@ -226,15 +226,22 @@ impl Handler<SubmitOrder> for OrderActor {
         let (pool, inventory, settings) = (self.pool.clone(), self.inventory.clone(), self.settings.clone());
         Box::pin(async move {
             let user_id = msg.caller.id;
-            idempotent(pool, &settings, Scope::Orders, user_id, msg.idempotency, |key| async move {
-                inventory
-                    .send(PlaceOrder {
-                        user_id,
-                        lines: msg.lines,
-                        idempotency_key: key,
-                    })
-                    .await?
-            })
+            idempotent(
+                pool,
+                &settings,
+                Scope::Orders,
+                user_id,
+                msg.idempotency,
+                |key| async move {
+                    inventory
+                        .send(PlaceOrder {
+                            user_id,
+                            lines: msg.lines,
+                            idempotency_key: key,
+                        })
+                        .await?
+                },
+            )
             .await
         })
     }
@@ -247,16 +254,23 @@ impl Handler<SubmitReservation> for OrderActor {
         let (pool, inventory, settings) = (self.pool.clone(), self.inventory.clone(), self.settings.clone());
         Box::pin(async move {
             let user_id = msg.caller.id;
-            idempotent(pool, &settings, Scope::Reservations, user_id, msg.idempotency, |key| async move {
-                inventory
-                    .send(Reserve {
-                        user_id,
-                        lines: msg.lines,
-                        ttl_secs: msg.ttl_secs,
-                        idempotency_key: key,
-                    })
-                    .await?
-            })
+            idempotent(
+                pool,
+                &settings,
+                Scope::Reservations,
+                user_id,
+                msg.idempotency,
+                |key| async move {
+                    inventory
+                        .send(Reserve {
+                            user_id,
+                            lines: msg.lines,
+                            ttl_secs: msg.ttl_secs,
+                            idempotency_key: key,
+                        })
+                        .await?
+                },
+            )
             .await
         })
     }
@@ -297,7 +311,10 @@ impl Handler<ListReservations> for OrderActor {
                             }
                             Fetch::Keyset { after, limit } => {
                                 let after = newest_first(after)?;
-                                (reservation::list_keyset(&mut conn, filter, after, limit).await?, 0)
+                                (
+                                    reservation::list_keyset(&mut conn, filter, after, limit).await?,
+                                    0,
+                                )
                             }
                         })
                     },

@@ -22,8 +22,8 @@ use crate::{
     models::{
         category::Category,
         order::{OrderItem, OrderView},
-        reservation::{ReservationItem, ReservationView},
         product::Product,
+        reservation::{ReservationItem, ReservationView},
         user::UserView,
     },
 };

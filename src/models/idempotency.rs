@@ -104,9 +104,13 @@ pub async fn claim(
         let Some(e) = existing else { continue };
         if !e.fresh {
             // Expired: forget it and claim again.
-            diesel::delete(k::table.find((user_id, scope.as_str(), key)).filter(k::created_at.le(ago(ttl))))
-                .execute(conn)
-                .await?;
+            diesel::delete(
+                k::table
+                    .find((user_id, scope.as_str(), key))
+                    .filter(k::created_at.le(ago(ttl))),
+            )
+            .execute(conn)
+            .await?;
             continue;
         }
         if e.request_hash != hash {
@@ -141,11 +145,20 @@ pub async fn claim(
 }
 
 /// Releases an unfinished claim (the request was refused), so a retry runs again.
-pub async fn release(conn: &mut AsyncPgConnection, user_id: i64, scope: Scope, key: &str) -> QueryResult<usize> {
+pub async fn release(
+    conn: &mut AsyncPgConnection,
+    user_id: i64,
+    scope: Scope,
+    key: &str,
+) -> QueryResult<usize> {
     use idempotency_keys as k;
-    diesel::delete(k::table.find((user_id, scope.as_str(), key)).filter(k::response_status.is_null()))
-        .execute(conn)
-        .await
+    diesel::delete(
+        k::table
+            .find((user_id, scope.as_str(), key))
+            .filter(k::response_status.is_null()),
+    )
+    .execute(conn)
+    .await
 }
 
 /// Deletes keys older than `ttl`.

@@ -133,6 +133,7 @@ async fn product_create_validates_and_formats_money() {
             "is_active",
             "name",
             "price",
+            "reserved_quantity",
             "stock_quantity",
             "updated_at"
         ]

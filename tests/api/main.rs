@@ -15,7 +15,7 @@ mod oauth;
 mod ops;
 mod orders;
 mod redis;
-mod reservations;
 mod reliability;
+mod reservations;
 mod security;
 mod users;

@@ -118,7 +118,8 @@ async fn seed_writes_a_catalog_once() {
 
 #[actix_web::test]
 async fn metrics_expose_http_inventory_orders_pools_and_cache() {
-    let app = crate::helpers::spawn_app().await;
+    // Expiry sweeps at start-up only: one batch before the requests.
+    let app = crate::helpers::spawn_app_with(|s| s.reservations.expiry_interval_ms = 3_600_000).await;
     let admin = app.user_with_role("admin@example.com", "admin").await.access;
     let product = app.product(&admin, "Metered", "2.00", 1).await;
     let user = app.user("m@example.com").await.access;
@@ -132,6 +133,17 @@ async fn metrics_expose_http_inventory_orders_pools_and_cache() {
     }
     app.get(&format!("/api/v1/products/{product}"), None).await;
     app.get(&format!("/api/v1/products/{product}"), None).await;
+    let held = app.product(&admin, "Held", "2.00", 1).await;
+    let r = app
+        .post(
+            "/api/v1/reservations",
+            Some(&user),
+            json!({"items": [{"product_id": held, "quantity": 1}]}),
+        )
+        .await;
+    let id = r.data()["id"].as_str().expect("id").to_owned();
+    app.delete(&format!("/api/v1/reservations/{id}"), Some(&user))
+        .await;
     let r = app.client.get(app.url("/metrics")).send().await.expect("send");
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"]
@@ -143,10 +155,12 @@ async fn metrics_expose_http_inventory_orders_pools_and_cache() {
         r#"storefront_http_requests_total{method="POST",route="/api/v1/orders",status="201"} 1"#,
         r#"storefront_http_requests_total{method="POST",route="/api/v1/orders",status="409"} 1"#,
         r#"storefront_http_request_duration_seconds_bucket{method="GET",route="/api/v1/products/{id}",status="200""#,
-        "storefront_inventory_batch_size_count 2",
+        "storefront_inventory_batch_size_count 5",
         "storefront_inventory_queue_depth 0",
-        "storefront_inventory_batches_total 2",
-        "storefront_inventory_batch_duration_seconds_count 2",
+        "storefront_inventory_batches_total 5",
+        "storefront_inventory_batch_duration_seconds_count 5",
+        r#"storefront_reservations_total{event="created"} 1"#,
+        r#"storefront_reservations_total{event="released"} 1"#,
         "storefront_orders_placed_total 1",
         r#"storefront_orders_rejected_total{reason="insufficient_stock"} 1"#,
         r#"storefront_db_pool_connections{pool="inventory",state="idle"}"#,

@@ -455,7 +455,7 @@ async fn in_flight_key_is_409_and_a_stale_claim_is_taken_over() {
     let s = shop(&app).await;
     // A claim whose request is still running (or died just now).
     app.db.execute(&format!(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ({}, 'busy', '\\x00')",
+        "INSERT INTO idempotency_keys (user_id, scope, key, request_hash) VALUES ({}, 'orders', 'busy', '\\x00')",
         s.user_id
     ));
     let req = || {

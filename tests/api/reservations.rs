@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    spawn_app, spawn_app_with, spawn_app_with_redis, start_binary, test_settings, wait_for_redis, OwnRedis, Res,
-    TestApp, TestDb,
+    spawn_app, spawn_app_with, spawn_app_with_redis, start_binary, test_settings, wait_for_redis, OwnRedis,
+    Res, TestApp, TestDb,
 };
 
 async fn hold(app: &TestApp, token: &str, product: i64, quantity: i64) -> Res {
@@ -130,8 +130,15 @@ async fn a_hold_moves_stock_into_reserved_and_its_confirm_makes_one_order_at_the
     // A confirmed hold is not released, even after its order is cancelled.
     assert_eq!(app.delete(&at, Some(&buyer)).await.status, StatusCode::CONFLICT);
     let cancel = format!("/api/v1/orders/{}/cancel", order["id"]);
-    assert_eq!(app.post(&cancel, Some(&buyer), json!({})).await.status, StatusCode::OK);
-    assert_eq!(levels(&app.get(&path, None).await), (10, 0), "the cancel restocked");
+    assert_eq!(
+        app.post(&cancel, Some(&buyer), json!({})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        levels(&app.get(&path, None).await),
+        (10, 0),
+        "the cancel restocked"
+    );
     let r = app.delete(&at, Some(&admin)).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(levels(&app.get(&path, None).await), (10, 0));
@@ -167,7 +174,9 @@ async fn release_gives_the_units_back_once_and_a_released_hold_is_gone() {
 
     // An admin may release anyone's hold.
     let id = id_of(&hold(&app, &buyer, product, 1).await);
-    let r = app.delete(&format!("/api/v1/reservations/{id}"), Some(&admin)).await;
+    let r = app
+        .delete(&format!("/api/v1/reservations/{id}"), Some(&admin))
+        .await;
     assert_eq!(r.data()["status"], "released");
     assert_eq!(books(&app.db, product), 5);
     assert!(reserved_matches_active_holds(&app.db, product));
@@ -180,7 +189,8 @@ async fn holds_follow_the_order_line_rules_and_the_ttl_bounds() {
     let buyer = app.user("buyer@example.com").await.access;
     let product = app.product(&admin, "Chair", "10.00", 4).await;
     let gone = app.product(&admin, "Old chair", "10.00", 4).await;
-    app.delete(&format!("/api/v1/products/{gone}"), Some(&admin)).await;
+    app.delete(&format!("/api/v1/products/{gone}"), Some(&admin))
+        .await;
     let line = json!([{"product_id": product, "quantity": 1}]);
 
     for (ttl, ok) in [
@@ -192,12 +202,18 @@ async fn holds_follow_the_order_line_rules_and_the_ttl_bounds() {
         (json!(3600), true),
     ] {
         let r = app
-            .post("/api/v1/reservations", Some(&buyer), json!({"items": line, "ttl_secs": ttl}))
+            .post(
+                "/api/v1/reservations",
+                Some(&buyer),
+                json!({"items": line, "ttl_secs": ttl}),
+            )
             .await;
         if ok {
             assert_eq!(r.status, StatusCode::CREATED, "{ttl}: {}", r.text);
-            let c = chrono::DateTime::parse_from_rfc3339(r.data()["created_at"].as_str().expect("c")).expect("t");
-            let e = chrono::DateTime::parse_from_rfc3339(r.data()["expires_at"].as_str().expect("e")).expect("t");
+            let c =
+                chrono::DateTime::parse_from_rfc3339(r.data()["created_at"].as_str().expect("c")).expect("t");
+            let e =
+                chrono::DateTime::parse_from_rfc3339(r.data()["expires_at"].as_str().expect("e")).expect("t");
             assert_eq!(Some((e - c).num_seconds()), ttl.as_i64());
         } else {
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{ttl}: {}", r.text);
@@ -273,10 +289,15 @@ async fn a_user_holds_at_most_the_limit_of_active_reservations() {
     assert_eq!(hold(&app, &other, product, 1).await.status, StatusCode::CREATED);
 
     // Released, confirmed and expired holds do not count.
-    app.delete(&format!("/api/v1/reservations/{}", ids[0]), Some(&buyer)).await;
+    app.delete(&format!("/api/v1/reservations/{}", ids[0]), Some(&buyer))
+        .await;
     assert_eq!(hold(&app, &buyer, product, 1).await.status, StatusCode::CREATED);
     let r = app
-        .post(&format!("/api/v1/reservations/{}/confirm", ids[1]), Some(&buyer), json!({}))
+        .post(
+            &format!("/api/v1/reservations/{}/confirm", ids[1]),
+            Some(&buyer),
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(hold(&app, &buyer, product, 1).await.status, StatusCode::CREATED);
@@ -347,7 +368,11 @@ async fn idempotency_keys_replay_a_hold_and_are_apart_from_orders() {
     let r = send("/api/v1/reservations", other_ttl).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     // The same key on orders is a key of its own.
-    let order = send("/api/v1/orders", json!({"items": [{"product_id": product, "quantity": 2}]})).await;
+    let order = send(
+        "/api/v1/orders",
+        json!({"items": [{"product_id": product, "quantity": 2}]}),
+    )
+    .await;
     assert_eq!(order.status, StatusCode::CREATED, "{}", order.text);
     assert!(order.header("idempotent-replayed").is_none());
     assert_eq!(app.stock_of(product), 6);
@@ -363,8 +388,12 @@ async fn idempotency_keys_replay_a_hold_and_are_apart_from_orders() {
     };
     let r = Res::from(keyed(big.clone()).await.expect("send")).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    app.post(&format!("/api/v1/products/{product}/stock"), Some(&admin), json!({"delta": 1}))
-        .await;
+    app.post(
+        &format!("/api/v1/products/{product}/stock"),
+        Some(&admin),
+        json!({"delta": 1}),
+    )
+    .await;
     let r = Res::from(keyed(big).await.expect("send")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
@@ -381,17 +410,22 @@ async fn lists_show_own_holds_and_admins_filter_by_user_and_status() {
         mine.push(id_of(&hold(&app, &a.access, product, 1).await));
     }
     hold(&app, &b, product, 1).await;
-    app.delete(&format!("/api/v1/reservations/{}", mine[0]), Some(&a.access)).await;
+    app.delete(&format!("/api/v1/reservations/{}", mine[0]), Some(&a.access))
+        .await;
 
     let r = app.get("/api/v1/reservations?limit=2", Some(&a.access)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.data()["total"], 4);
     assert_eq!(r.data()["items"][0]["id"], json!(mine[3]), "newest first");
-    let r = app.get("/api/v1/reservations?status=released", Some(&a.access)).await;
+    let r = app
+        .get("/api/v1/reservations?status=released", Some(&a.access))
+        .await;
     assert_eq!(r.data()["total"], 1);
     assert_eq!(r.data()["items"][0]["id"], json!(mine[0]));
     assert_eq!(
-        app.get("/api/v1/reservations?status=pending", Some(&a.access)).await.status,
+        app.get("/api/v1/reservations?status=pending", Some(&a.access))
+            .await
+            .status,
         StatusCode::BAD_REQUEST
     );
     // A user's user_id filter is ignored; an admin's applies.
@@ -401,7 +435,10 @@ async fn lists_show_own_holds_and_admins_filter_by_user_and_status() {
     assert_eq!(r.data()["total"], 5);
     let user_a = a.id;
     let r = app
-        .get(&format!("/api/v1/reservations?user_id={user_a}&status=active"), Some(&admin))
+        .get(
+            &format!("/api/v1/reservations?user_id={user_a}&status=active"),
+            Some(&admin),
+        )
         .await;
     assert_eq!(r.data()["total"], 3);
 
@@ -426,7 +463,9 @@ async fn lists_show_own_holds_and_admins_filter_by_user_and_status() {
     let mut newest_first = mine.clone();
     newest_first.reverse();
     assert_eq!(seen, newest_first);
-    let r = app.get("/api/v2/reservations?cursor=forged", Some(&a.access)).await;
+    let r = app
+        .get("/api/v2/reservations?cursor=forged", Some(&a.access))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
@@ -445,8 +484,9 @@ async fn a_hold_expires_by_itself_within_a_second_of_its_expiry() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = id_of(&r);
-    let expires_at = chrono::DateTime::parse_from_rfc3339(r.data()["expires_at"].as_str().expect("expires_at"))
-        .expect("timestamp");
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(r.data()["expires_at"].as_str().expect("expires_at"))
+            .expect("timestamp");
     assert_eq!(app.stock_of(product), 0);
     let at = format!("/api/v1/reservations/{id}");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -466,11 +506,17 @@ async fn a_hold_expires_by_itself_within_a_second_of_its_expiry() {
         assert!(Instant::now() < deadline, "never expired: {}", r.text);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(levels(&app.get(&format!("/api/v1/products/{product}"), None).await), (3, 0));
+    assert_eq!(
+        levels(&app.get(&format!("/api/v1/products/{product}"), None).await),
+        (3, 0)
+    );
     let r = app.post(&format!("{at}/confirm"), Some(&buyer), json!({})).await;
     assert_eq!(r.status, StatusCode::GONE, "{}", r.text);
     let r = app.delete(&at, Some(&buyer)).await;
-    assert_eq!((r.status, r.data()["status"].clone()), (StatusCode::OK, json!("expired")));
+    assert_eq!(
+        (r.status, r.data()["status"].clone()),
+        (StatusCode::OK, json!("expired"))
+    );
     assert_eq!(books(&app.db, product), 3);
 }
 
@@ -485,9 +531,16 @@ async fn a_confirm_after_expires_at_is_410_even_before_the_expiry_ran() {
     app.db.execute(&format!(
         "UPDATE reservations SET expires_at = now() - interval '1 millisecond' WHERE id = '{id}'"
     ));
-    assert_eq!(app.count("SELECT count(*) FROM reservations WHERE status = 'active'"), 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM reservations WHERE status = 'active'"),
+        1
+    );
     let r = app
-        .post(&format!("/api/v1/reservations/{id}/confirm"), Some(&buyer), json!({}))
+        .post(
+            &format!("/api/v1/reservations/{id}/confirm"),
+            Some(&buyer),
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::GONE, "{}", r.text);
     assert_eq!(app.count("SELECT count(*) FROM orders"), 0);
@@ -511,11 +564,23 @@ async fn concurrent_confirms_of_one_hold_make_one_order() {
         target.post(&path, Some(&buyer), json!({}))
     }))
     .await;
-    let created: Vec<&Res> = results.iter().filter(|r| r.status == StatusCode::CREATED).collect();
-    assert_eq!(created.len(), 1, "{:?}", results.iter().map(|r| r.status).collect::<Vec<_>>());
+    let created: Vec<&Res> = results
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "{:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     let order_id = created[0].data()["id"].clone();
     for r in &results {
-        assert!(matches!(r.status, StatusCode::OK | StatusCode::CREATED), "{}", r.text);
+        assert!(
+            matches!(r.status, StatusCode::OK | StatusCode::CREATED),
+            "{}",
+            r.text
+        );
         assert_eq!(r.data()["id"], order_id);
     }
     assert_eq!(app.count("SELECT count(*) FROM orders"), 1);
@@ -538,9 +603,15 @@ async fn forty_concurrent_holds_on_stock_25_across_two_instances() {
     }))
     .await;
     let created = results.iter().filter(|r| r.status == StatusCode::CREATED).count();
-    let short = results.iter().filter(|r| r.status == StatusCode::CONFLICT).count();
+    let short = results
+        .iter()
+        .filter(|r| r.status == StatusCode::CONFLICT)
+        .count();
     assert_eq!((created, short), (25, 15));
-    assert_eq!(a.count("SELECT count(*) FROM reservations WHERE status = 'active'"), 25);
+    assert_eq!(
+        a.count("SELECT count(*) FROM reservations WHERE status = 'active'"),
+        25
+    );
     let r = b.get(&format!("/api/v1/products/{product}"), None).await;
     assert_eq!(levels(&r), (0, 25));
     assert_eq!(books(&a.db, product), 25);
@@ -570,7 +641,11 @@ async fn a_confirm_racing_its_own_expiry_ends_in_exactly_one_outcome() {
         async move {
             tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
             let r = app
-                .post(&format!("/api/v1/reservations/{id}/confirm"), Some(token), json!({}))
+                .post(
+                    &format!("/api/v1/reservations/{id}/confirm"),
+                    Some(token),
+                    json!({}),
+                )
                 .await;
             (id.clone(), r)
         }
@@ -597,7 +672,10 @@ async fn a_confirm_racing_its_own_expiry_ends_in_exactly_one_outcome() {
             other => panic!("{other}: {}", r.text),
         }
     }
-    assert!(confirmed > 0 && expired > 0, "{confirmed} confirmed, {expired} expired");
+    assert!(
+        confirmed > 0 && expired > 0,
+        "{confirmed} confirmed, {expired} expired"
+    );
     assert_eq!(a.count("SELECT count(*) FROM orders"), confirmed);
     assert_eq!(a.stock_of(product), expired);
     assert_eq!(books(&a.db, product), 60);
@@ -612,9 +690,14 @@ async fn a_hold_on_a_product_deactivated_since_can_still_be_confirmed() {
     let buyer = app.user("buyer@example.com").await.access;
     let product = app.product(&admin, "Last edition", "15.00", 2).await;
     let id = id_of(&hold(&app, &buyer, product, 2).await);
-    app.delete(&format!("/api/v1/products/{product}"), Some(&admin)).await;
+    app.delete(&format!("/api/v1/products/{product}"), Some(&admin))
+        .await;
     let r = app
-        .post(&format!("/api/v1/reservations/{id}/confirm"), Some(&buyer), json!({}))
+        .post(
+            &format!("/api/v1/reservations/{id}/confirm"),
+            Some(&buyer),
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(books(&app.db, product), 2);
@@ -652,7 +735,10 @@ async fn after_kill_9_overdue_holds_expire_at_start_up() {
     assert!(created.iter().all(|s| *s == StatusCode::CREATED), "{created:?}");
     child.kill().expect("kill -9");
     child.wait().expect("wait");
-    assert_eq!(db.count_of("SELECT stock_quantity FROM products WHERE id = 1"), 940);
+    assert_eq!(
+        db.count_of("SELECT stock_quantity FROM products WHERE id = 1"),
+        940
+    );
 
     // While no instance runs, half of the holds fall due.
     db.execute(
@@ -663,10 +749,16 @@ async fn after_kill_9_overdue_holds_expire_at_start_up() {
     let (mut child, _) = start_binary(&db.url, &env, std::process::Stdio::null()).await;
     let deadline = started + Duration::from_secs(10);
     while db.count_of("SELECT count(*) FROM reservations WHERE status = 'expired'") < 10 {
-        assert!(Instant::now() < deadline, "overdue holds did not expire at start-up");
+        assert!(
+            Instant::now() < deadline,
+            "overdue holds did not expire at start-up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(db.count_of("SELECT count(*) FROM reservations WHERE status = 'active'"), 10);
+    assert_eq!(
+        db.count_of("SELECT count(*) FROM reservations WHERE status = 'active'"),
+        10
+    );
     assert_eq!(
         db.count_of("SELECT stock_quantity * 1000 + reserved_quantity FROM products WHERE id = 1"),
         970 * 1000 + 30
@@ -694,16 +786,29 @@ async fn redis_down_changes_nothing_about_holds() {
     redis.stop();
     let first = hold(&app, &buyer, product, 4).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
-    assert_eq!(levels(&app.get(&path, None).await), (6, 4), "no stale cached view");
+    assert_eq!(
+        levels(&app.get(&path, None).await),
+        (6, 4),
+        "no stale cached view"
+    );
     let second = hold(&app, &buyer, product, 2).await;
     assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
     let r = app
-        .post(&format!("/api/v1/reservations/{}/confirm", id_of(&first)), Some(&buyer), json!({}))
+        .post(
+            &format!("/api/v1/reservations/{}/confirm", id_of(&first)),
+            Some(&buyer),
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let r = app.delete(&format!("/api/v1/reservations/{}", id_of(&second)), Some(&buyer)).await;
+    let r = app
+        .delete(&format!("/api/v1/reservations/{}", id_of(&second)), Some(&buyer))
+        .await;
     assert_eq!(r.data()["status"], "released");
-    assert_eq!(app.get("/api/v1/reservations", Some(&buyer)).await.data()["total"], 2);
+    assert_eq!(
+        app.get("/api/v1/reservations", Some(&buyer)).await.data()["total"],
+        2
+    );
     assert_eq!(levels(&app.get(&path, None).await), (6, 0));
     assert_eq!(books(&app.db, product), 10);
     redis.restart();

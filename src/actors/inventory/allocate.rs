@@ -64,7 +64,9 @@ pub enum Op {
         caller: AuthUser,
     },
     /// Claims up to `limit` due holds and expires them.
-    Expire { limit: i64 },
+    Expire {
+        limit: i64,
+    },
 }
 
 impl Op {
@@ -105,10 +107,16 @@ impl Op {
 pub enum Outcome {
     Placed(OrderView),
     Cancelled(OrderView),
-    Adjusted { product_id: i64, stock_quantity: i32 },
+    Adjusted {
+        product_id: i64,
+        stock_quantity: i32,
+    },
     Reserved(ReservationView),
     /// The hold's order; `created` is false when an earlier confirm made it.
-    Confirmed { order: OrderView, created: bool },
+    Confirmed {
+        order: OrderView,
+        created: bool,
+    },
     Released(ReservationView),
     Expired(usize),
 }
@@ -241,7 +249,12 @@ impl Batch {
         let unknown: Vec<FieldError> = lines
             .iter()
             .filter(|l| !products.get(&l.product_id).is_some_and(|p| p.is_active))
-            .map(|l| FieldError::new(format!("items[{}].product_id", l.index), "unknown or inactive product"))
+            .map(|l| {
+                FieldError::new(
+                    format!("items[{}].product_id", l.index),
+                    "unknown or inactive product",
+                )
+            })
             .collect();
         if !unknown.is_empty() {
             return Err(AppError::unprocessable(
@@ -432,14 +445,32 @@ impl Batch {
 
     /// Ends an active hold: its units go back to stock (`released` or
     /// `expired`) or into its new order (`confirmed`).
-    fn end_hold(&mut self, id: Uuid, status: ReservationStatus, order_id: Option<i64>) -> Result<ReservationView, AppError> {
-        let hold = self.locks.holds.get(&id).ok_or_else(|| unlocked("reservation"))?.clone();
+    fn end_hold(
+        &mut self,
+        id: Uuid,
+        status: ReservationStatus,
+        order_id: Option<i64>,
+    ) -> Result<ReservationView, AppError> {
+        let hold = self
+            .locks
+            .holds
+            .get(&id)
+            .ok_or_else(|| unlocked("reservation"))?
+            .clone();
         for item in &hold.items {
-            let back = if status == ReservationStatus::Confirmed { 0 } else { item.quantity };
+            let back = if status == ReservationStatus::Confirmed {
+                0
+            } else {
+                item.quantity
+            };
             self.move_units(item.product_id, back, -item.quantity)?;
         }
         let now = self.locks.now;
-        let hold = self.locks.holds.get_mut(&id).ok_or_else(|| unlocked("reservation"))?;
+        let hold = self
+            .locks
+            .holds
+            .get_mut(&id)
+            .ok_or_else(|| unlocked("reservation"))?;
         hold.status = status;
         hold.order_id = order_id;
         hold.updated_at = now;
@@ -506,9 +537,9 @@ impl Batch {
             .filter(|h| h.user_id == caller.id || caller.role.is_admin())
             .ok_or_else(hold_not_found)?;
         match hold.status {
-            ReservationStatus::Confirmed => Err(AppError::conflict(
-                "A confirmed reservation cannot be released",
-            )),
+            ReservationStatus::Confirmed => {
+                Err(AppError::conflict("A confirmed reservation cannot be released"))
+            }
             ReservationStatus::Released | ReservationStatus::Expired => Ok(Outcome::Released(hold.clone())),
             ReservationStatus::Active => {
                 // Past its expiry it is expired, whether or not the expiry ran.
@@ -733,10 +764,7 @@ mod tests {
             reserved: 4,
             ..product(3)
         };
-        let a = allocate(
-            &[adjust(1, -3), adjust(1, -1), adjust(2, 1)],
-            locks(&[(1, held)]),
-        );
+        let a = allocate(&[adjust(1, -3), adjust(1, -1), adjust(2, 1)], locks(&[(1, held)]));
         assert!(matches!(
             a.outcomes[0],
             Ok(Outcome::Adjusted {
@@ -772,15 +800,28 @@ mod tests {
             l.orders.insert(5, order(status));
             l
         };
-        let run = |status: OrderStatus, caller| allocate(&[Op::Cancel { order_id: 5, caller }], with_order(status));
+        let run =
+            |status: OrderStatus, caller| allocate(&[Op::Cancel { order_id: 5, caller }], with_order(status));
         let a = run(Pending, OWNER);
         assert!(matches!(a.outcomes[0], Ok(Outcome::Cancelled(_))));
         assert_eq!(a.writes.stock.get(&1), Some(&(2, 0)));
-        assert!(matches!(run(Pending, STRANGER).outcomes[0], Err(AppError::NotFound(_))));
-        assert!(matches!(run(Paid, OWNER).outcomes[0], Err(AppError::Conflict { .. })));
+        assert!(matches!(
+            run(Pending, STRANGER).outcomes[0],
+            Err(AppError::NotFound(_))
+        ));
+        assert!(matches!(
+            run(Paid, OWNER).outcomes[0],
+            Err(AppError::Conflict { .. })
+        ));
         assert!(matches!(run(Paid, ADMIN).outcomes[0], Ok(Outcome::Cancelled(_))));
-        assert!(matches!(run(Shipped, ADMIN).outcomes[0], Err(AppError::Conflict { .. })));
-        assert!(matches!(run(Cancelled, ADMIN).outcomes[0], Err(AppError::Conflict { .. })));
+        assert!(matches!(
+            run(Shipped, ADMIN).outcomes[0],
+            Err(AppError::Conflict { .. })
+        ));
+        assert!(matches!(
+            run(Cancelled, ADMIN).outcomes[0],
+            Err(AppError::Conflict { .. })
+        ));
         // A second cancel of the same order in one batch is refused.
         let cancel = Op::Cancel {
             order_id: 5,
@@ -831,7 +872,10 @@ mod tests {
     fn confirm_turns_the_hold_into_one_order_at_its_prices() {
         let (id, l) = held(60);
         let confirm = |caller| Op::Confirm { id, caller };
-        let a = allocate(&[confirm(STRANGER), confirm(ADMIN), confirm(OWNER), confirm(OWNER)], l);
+        let a = allocate(
+            &[confirm(STRANGER), confirm(ADMIN), confirm(OWNER), confirm(OWNER)],
+            l,
+        );
         assert!(matches!(a.outcomes[0], Err(AppError::NotFound(_))));
         assert!(matches!(a.outcomes[1], Err(AppError::NotFound(_))));
         let Ok(Outcome::Confirmed { order, created: true }) = &a.outcomes[2] else {
@@ -839,14 +883,21 @@ mod tests {
         };
         assert_eq!(order.items[0].unit_price.to_string(), "1.25");
         assert_eq!(order.status, OrderStatus::Pending);
-        let Ok(Outcome::Confirmed { order: again, created: false }) = &a.outcomes[3] else {
+        let Ok(Outcome::Confirmed {
+            order: again,
+            created: false,
+        }) = &a.outcomes[3]
+        else {
             panic!("{:?}", a.outcomes[3])
         };
         assert_eq!(again.id, order.id);
         assert_eq!(a.writes.orders.len(), 1);
         // The units leave reserved for the order; stock is untouched.
         assert_eq!(a.writes.stock.get(&1), Some(&(5, 0)));
-        assert_eq!(a.writes.hold_changes, [(id, ReservationStatus::Confirmed, Some(order.id))]);
+        assert_eq!(
+            a.writes.hold_changes,
+            [(id, ReservationStatus::Confirmed, Some(order.id))]
+        );
     }
 
     #[test]
@@ -864,7 +915,12 @@ mod tests {
         let (id, l) = held(60);
         let release = |caller| Op::Release { id, caller };
         let a = allocate(
-            &[release(STRANGER), release(ADMIN), release(OWNER), Op::Confirm { id, caller: OWNER }],
+            &[
+                release(STRANGER),
+                release(ADMIN),
+                release(OWNER),
+                Op::Confirm { id, caller: OWNER },
+            ],
             l,
         );
         assert!(matches!(a.outcomes[0], Err(AppError::NotFound(_))));
@@ -883,7 +939,13 @@ mod tests {
 
         // A confirmed hold cannot be released.
         let (id, l) = held(60);
-        let a = allocate(&[Op::Confirm { id, caller: OWNER }, Op::Release { id, caller: ADMIN }], l);
+        let a = allocate(
+            &[
+                Op::Confirm { id, caller: OWNER },
+                Op::Release { id, caller: ADMIN },
+            ],
+            l,
+        );
         assert!(matches!(a.outcomes[1], Err(AppError::Conflict { .. })));
     }
 

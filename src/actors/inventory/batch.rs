@@ -196,15 +196,22 @@ async fn decide(
     let product_ids = sorted(
         ops.iter()
             .flat_map(Op::products)
-            .chain(locks.orders.values().flat_map(|o| o.items.iter().map(|i| i.product_id)))
-            .chain(locks.holds.values().flat_map(|h| h.items.iter().map(|i| i.product_id))),
+            .chain(
+                locks
+                    .orders
+                    .values()
+                    .flat_map(|o| o.items.iter().map(|i| i.product_id)),
+            )
+            .chain(
+                locks
+                    .holds
+                    .values()
+                    .flat_map(|h| h.items.iter().map(|i| i.product_id)),
+            ),
     );
     let (n_orders, n_items) = ops.iter().fold((0, 0), |(o, i), op| match op {
         Op::Place { lines, .. } => (o + 1, i + lines.len() as i64),
-        Op::Confirm { id, .. } => (
-            o + 1,
-            i + locks.holds.get(id).map_or(0, |h| h.items.len() as i64),
-        ),
+        Op::Confirm { id, .. } => (o + 1, i + locks.holds.get(id).map_or(0, |h| h.items.len() as i64)),
         _ => (o, i),
     });
     let holders = sorted(ops.iter().filter_map(|op| match op {

@@ -226,7 +226,9 @@ impl InventoryActor {
         let (event, n) = match outcome {
             Ok(Outcome::Reserved(_)) => ("created", 1),
             Ok(Outcome::Confirmed { created: true, .. }) => ("confirmed", 1),
-            Ok(Outcome::Released(h)) if h.status == crate::domain::ReservationStatus::Released => ("released", 1),
+            Ok(Outcome::Released(h)) if h.status == crate::domain::ReservationStatus::Released => {
+                ("released", 1)
+            }
             Ok(Outcome::Expired(n)) => ("expired", *n as u64),
             _ => return,
         };

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use diesel::{
     pg::Pg,
     query_builder::{AstPass, Query, QueryFragment, QueryId},
-    sql_types::{Array, BigInt, Bool, Int2, Int4, Int8, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{
+        Array, BigInt, Bool, Int2, Int4, Int8, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid,
+    },
     QueryResult,
 };
 use uuid::Uuid;
@@ -74,8 +76,10 @@ impl QueryFragment<Pg> for LockProducts {
         out.push_bind_param::<BigInt, _>(&self.items)?;
         out.push_sql(")) AS item_ids, ARRAY(SELECT id FROM users WHERE NOT is_active AND id = ANY(");
         out.push_bind_param::<Array<Int8>, _>(&self.callers)?;
-        out.push_sql(")) AS inactive, ARRAY(SELECT user_id FROM reservations WHERE status = 'active' \
-               AND expires_at > now() AND user_id = ANY(");
+        out.push_sql(
+            ")) AS inactive, ARRAY(SELECT user_id FROM reservations WHERE status = 'active' \
+               AND expires_at > now() AND user_id = ANY(",
+        );
         out.push_bind_param::<Array<Int8>, _>(&self.holders)?;
         out.push_sql(
             ")) AS holds), \

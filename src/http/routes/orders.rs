@@ -210,7 +210,12 @@ pub async fn place(
     match submitted {
         Submitted::Created(order) => {
             let at = order.created_at;
-            Ok(envelope::respond_at(StatusCode::CREATED, ORDER_CREATED, order, at))
+            Ok(envelope::respond_at(
+                StatusCode::CREATED,
+                ORDER_CREATED,
+                order,
+                at,
+            ))
         }
         Submitted::Replayed(stored) => replayed(stored, ORDER_CREATED),
     }

@@ -117,7 +117,12 @@ pub async fn create(
     match submitted {
         Submitted::Created(hold) => {
             let at = hold.created_at;
-            Ok(envelope::respond_at(StatusCode::CREATED, RESERVATION_CREATED, hold, at))
+            Ok(envelope::respond_at(
+                StatusCode::CREATED,
+                RESERVATION_CREATED,
+                hold,
+                at,
+            ))
         }
         Submitted::Replayed(stored) => replayed(stored, RESERVATION_CREATED),
     }
@@ -226,11 +231,7 @@ pub async fn confirm(
             at,
         )
     } else {
-        envelope::respond(
-            StatusCode::OK,
-            "Reservation already confirmed",
-            confirmed.order,
-        )
+        envelope::respond(StatusCode::OK, "Reservation already confirmed", confirmed.order)
     })
 }
 
