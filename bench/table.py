@@ -36,6 +36,24 @@ line("v1 offset page at row 90,000 (contrast), cache off, 16 clients", "v1-offse
 alone = line("product reads alone, 16 clients", "reads-alone")
 storm = line("product reads during 50 concurrent logins, 16 clients", "reads-during-logins")
 two = line("flash sale, two instances (1 HTTP worker each), 64 clients over both", "two-instances", "", "orders/s")
+checkout_rounds = []
+for r in (1, 2, 3):
+    f = line(f"checkout round {r}: flash sale, 64 clients", f"checkout-round{r}-flash-sale-c64", "", "orders/s")
+    c = load(f"checkout-round{r}-c64")
+    if c:
+        s, d = c["stats"], c["details"]
+        rows.append((f"checkout round {r}: holds, 64 clients (20% abandoned, confirms after 200 ms)",
+                     f"{d['holds_per_s']:.0f} holds/s, {d['confirms_per_s']:.0f} confirms/s",
+                     f"hold p50 {s['p50_ms']:.2f} / p95 {s['p95_ms']:.2f} / p99 {s['p99_ms']:.2f} ms; confirm p50 {d['confirm']['p50_ms']:.2f} / p95 {d['confirm']['p95_ms']:.2f} / p99 {d['confirm']['p99_ms']:.2f} ms", ""))
+    if f and c:
+        checkout_rounds.append((c, f))
+storms = [load(f"expiry-storm-round{r}") for r in (1, 2, 3)]
+for r, e in enumerate(storms, 1):
+    if e:
+        d = e["details"]
+        rows.append((f"expiry storm {r}: {d['holds_created']} holds due within {d['expires_at_spread_ms']:.0f} ms, 16 clients ordering another product",
+                     f"all back {d['released_after_last_expiry_ms']:.0f} ms after the last expiry",
+                     f"order p99 {d['orders_quiet']['p99_ms']:.2f} ms before, {d['orders_during_expiry']['p99_ms']:.2f} ms during", ""))
 
 print("| workload | throughput | latency | |")
 print("|---|---|---|---|")
@@ -98,6 +116,26 @@ pairs = [(t, f) for t, f in pairs if t and f]
 if pairs:
     median, each = median_ratio(pairs, rps, rps)
     bars.append(("two instances >= single instance, alternating rounds (median ratio)", f"{median:.2f}x ({each})", median >= 1))
+if checkout_rounds:
+    ratios = sorted(c["details"]["holds_per_s"] / max(f["throughput_rps"], 1) for c, f in checkout_rounds)
+    median = ratios[len(ratios) // 2]
+    each = ", ".join(f"{c['details']['holds_per_s']:.0f}/{f['throughput_rps']:.0f}" for c, f in checkout_rounds)
+    worst = max(c["stats"]["p99_ms"] for c, _ in checkout_rounds)
+    bars.append(("checkout: holds/s >= 80% of the flash-sale orders/s (64 clients, alternating rounds, median), hold p99 <= 50 ms",
+                 f"{100 * median:.0f}% ({each}), p99 <= {worst:.1f} ms", median >= 0.8 and worst <= 50))
+    for c, _ in checkout_rounds:
+        d = c["details"]
+        bars.append((f"books balance ({c['scenario']}): stock + reserved + ordered = initial, every hold settled",
+                     f"{d['stock_plus_reserved_plus_ordered_equals_initial']}, rows=confirms {d['order_rows_equal_confirm_201s']}, settled {d['every_hold_settled']}",
+                     d["stock_plus_reserved_plus_ordered_equals_initial"] and d["order_rows_equal_confirm_201s"] and d["every_hold_settled"]))
+for e in storms:
+    if e:
+        d = e["details"]
+        bars.append((f"10,000 holds due in one second all released within 2 s ({e['scenario']})",
+                     f"{d['released_after_last_expiry_ms']:.0f} ms after the last expires_at ({d['released_after_first_expiry_ms']:.0f} ms after the first)",
+                     d["released_after_last_expiry_ms"] <= 2000 and d["every_unit_back"] and d["holds_created"] >= 10000))
+        bars.append((f"other product's order p99 during the expiry <= 3x before ({e['scenario']})",
+                     f"{d['order_p99_ratio']:.2f}x", d["order_p99_ratio"] <= 3))
 print("| bar | measured | met |")
 print("|---|---|---|")
 for b in bars:

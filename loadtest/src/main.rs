@@ -5,13 +5,18 @@
 //! loadtest browse --clients 64 --seconds 10
 //! loadtest login-storm --clients 32 --logins 50 --seconds 10
 //! loadtest bare --clients 64 --seconds 10
+//! loadtest checkout --clients 64 --seconds 10 --abandon 0.2 --think-ms 200
+//! loadtest expiry-storm --holds 10000 --order-clients 16
 //! ```
 //!
 //! Every scenario prints throughput, p50/p95/p99/max latency and errors, and
 //! writes `<out>/<name>.json` and two charts, `<out>/<name>-latency.svg`
 //! (p50 and p99 over time) and `<out>/<name>-throughput.svg` (requests per
 //! second). The flash sale then checks the books: stock +
-//! units sold == initial stock, order rows == 201 responses, stock >= 0.
+//! units sold == initial stock, order rows == 201 responses, stock >= 0;
+//! checkout, once every hold settled: stock + reserved + ordered == initial.
+
+mod checkout;
 
 use std::{
     path::PathBuf,
@@ -102,6 +107,48 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         logins: usize,
     },
+    /// C clients each hold 1 unit of one product, again and again; each hold
+    /// is confirmed after --think-ms or, for a share --abandon, left to
+    /// expire. Reports holds/s and confirms/s with their latencies, then
+    /// checks the books once every hold has settled. Holds beyond the
+    /// server's reservations.max_active_per_user are refused (409): raise it
+    /// for a load test.
+    Checkout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 64)]
+        users: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        stock: i64,
+        /// Share of holds left to expire (0..1).
+        #[arg(long, default_value_t = 0.2)]
+        abandon: f64,
+        /// Time between a hold and its confirm.
+        #[arg(long, default_value_t = 200)]
+        think_ms: u64,
+        /// Lifetime of each hold (within the server's min/max ttl).
+        #[arg(long, default_value_t = 30)]
+        ttl_secs: u64,
+    },
+    /// --holds holds (made by --clients clients) that fall due in the same
+    /// second while --order-clients order another product: how long until
+    /// every unit is back, and the orders' p99 meanwhile against before.
+    /// Needs reservations.min_ttl_secs <= 1 and a high
+    /// max_active_per_user on the server.
+    ExpiryStorm {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 10_000)]
+        holds: usize,
+        #[arg(long, default_value_t = 16)]
+        order_clients: usize,
+        #[arg(long, default_value_t = 64)]
+        users: usize,
+        /// Lifetime of the first holds; later ones ask for less, so that all
+        /// fall due in the same second.
+        #[arg(long, default_value_t = 8)]
+        ttl_secs: i64,
+    },
     /// GET /bench/bare (needs server.bench_endpoints = true): the baseline.
     Bare {
         #[command(flatten)]
@@ -175,6 +222,8 @@ struct RawClient {
     stream: Option<tokio::io::BufStream<tokio::net::TcpStream>>,
     out: Vec<u8>,
     line: Vec<u8>,
+    /// The last response's body, when the request asked to keep it.
+    body: Vec<u8>,
 }
 
 impl RawClient {
@@ -190,13 +239,27 @@ impl RawClient {
             stream: None,
             out: Vec::with_capacity(1024),
             line: Vec::with_capacity(256),
+            body: Vec::new(),
         })
     }
 
     /// The response's status, or 0 when the connection failed (it is then
     /// reopened by the next request; a request is never sent twice).
     async fn request(&mut self, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> u16 {
-        match self.exchange(method, path, token, body).await {
+        self.request_keeping(method, path, token, body, false).await
+    }
+
+    /// `request`, keeping the response body in `self.body` when `keep`.
+    async fn request_keeping(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+        keep: bool,
+    ) -> u16 {
+        self.body.clear();
+        match self.exchange(method, path, token, body, keep).await {
             Ok(status) => status,
             Err(_) => {
                 self.stream = None;
@@ -221,6 +284,7 @@ impl RawClient {
         path: &str,
         token: Option<&str>,
         body: Option<&[u8]>,
+        keep: bool,
     ) -> std::io::Result<u16> {
         use std::io::{Error, ErrorKind, Write};
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -276,7 +340,7 @@ impl RawClient {
                 close = true;
             }
         }
-        // Skip the body.
+        // Skip (or keep) the body.
         let mut left = length;
         while left > 0 {
             let chunk = stream.fill_buf().await?;
@@ -284,6 +348,9 @@ impl RawClient {
                 return Err(bad("body cut off"));
             }
             let n = chunk.len().min(left);
+            if keep {
+                self.body.extend_from_slice(&chunk[..n]);
+            }
             stream.consume(n);
             left -= n;
         }
@@ -352,6 +419,29 @@ impl Api {
             .await
             .request(method.as_str(), path, token, body.as_deref())
             .await
+    }
+
+    /// `status`, with the response's `data` when it is JSON.
+    async fn status_data(
+        &self,
+        client: usize,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        let Some(slot) = self.raw.get(client % self.raw.len().max(1)) else {
+            return (0, Value::Null);
+        };
+        let mut raw = slot.lock().await;
+        let status = raw
+            .request_keeping(method.as_str(), path, token, body.as_deref(), true)
+            .await;
+        let data = serde_json::from_slice::<Value>(&raw.body)
+            .map(|mut v| v["data"].take())
+            .unwrap_or(Value::Null);
+        (status, data)
     }
 
     /// Opens every hot-loop connection before the clock starts, so that no
@@ -949,6 +1039,21 @@ fn main() -> anyhow::Result<()> {
             } => browse(&cli, common, only.as_deref(), *deep_row).await,
             Scenario::LoginStorm { common, logins } => login_storm(&cli, common, *logins).await,
             Scenario::Bare { common } => bare(&cli, common).await,
+            Scenario::Checkout {
+                common,
+                users,
+                stock,
+                abandon,
+                think_ms,
+                ttl_secs,
+            } => checkout::checkout(&cli, common, *users, *stock, *abandon, *think_ms, *ttl_secs).await,
+            Scenario::ExpiryStorm {
+                common,
+                holds,
+                order_clients,
+                users,
+                ttl_secs,
+            } => checkout::expiry_storm(&cli, common, *holds, *order_clients, *users, *ttl_secs).await,
         }
     })
 }
