@@ -112,7 +112,13 @@ pub async fn checkout(
             async move {
                 let token = tokens[c % tokens.len()].clone();
                 let (status, data) = api
-                    .status_data(c, reqwest::Method::POST, "/api/v1/reservations", Some(&token), Some(&body))
+                    .status_data(
+                        c,
+                        reqwest::Method::POST,
+                        "/api/v1/reservations",
+                        Some(&token),
+                        Some(&body),
+                    )
                     .await;
                 if let (201, Some(id)) = (status, data["id"].as_str()) {
                     if !abandons(c, n, abandon) {
@@ -227,7 +233,13 @@ pub async fn expiry_storm(
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = Instant::now();
                 let status = api
-                    .status(c, reqwest::Method::POST, "/api/v1/orders", Some(&tokens[c % tokens.len()]), Some(&body))
+                    .status(
+                        c,
+                        reqwest::Method::POST,
+                        "/api/v1/orders",
+                        Some(&tokens[c % tokens.len()]),
+                        Some(&body),
+                    )
                     .await;
                 samples.push(Sample {
                     at: start.elapsed().as_secs_f32(),
@@ -251,9 +263,16 @@ pub async fn expiry_storm(
             let mut refused = 0usize;
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < holds {
                 let whole = first.elapsed().map_or(0, |e| e.as_secs()) as i64;
-                let body = json!({"items": [{"product_id": held, "quantity": 1}], "ttl_secs": ttl_secs - whole});
+                let body =
+                    json!({"items": [{"product_id": held, "quantity": 1}], "ttl_secs": ttl_secs - whole});
                 let (status, data) = api
-                    .status_data(c, reqwest::Method::POST, "/api/v1/reservations", Some(&tokens[c % tokens.len()]), Some(&body))
+                    .status_data(
+                        c,
+                        reqwest::Method::POST,
+                        "/api/v1/reservations",
+                        Some(&tokens[c % tokens.len()]),
+                        Some(&body),
+                    )
                     .await;
                 match (status, rfc3339(&data["expires_at"])) {
                     (201, Some(at)) => due.push(at),
@@ -274,10 +293,13 @@ pub async fn expiry_storm(
     let (Some(earliest), Some(latest)) = (due.iter().min().copied(), due.iter().max().copied()) else {
         bail!("no hold was created ({refused} refused)");
     };
-    let since_start = |t: chrono::DateTime<chrono::Utc>| (t - wall).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let since_start =
+        |t: chrono::DateTime<chrono::Utc>| (t - wall).num_microseconds().unwrap_or(0) as f64 / 1e6;
     let (from, to) = (since_start(earliest), since_start(latest));
     if made + 1.0 > from {
-        bail!("creating the holds took {made:.1}s, too close to their expiry at {from:.1}s: raise --ttl-secs");
+        bail!(
+            "creating the holds took {made:.1}s, too close to their expiry at {from:.1}s: raise --ttl-secs"
+        );
     }
 
     // Wait for the expiry, then until every unit is back.

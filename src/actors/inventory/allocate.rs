@@ -117,7 +117,12 @@ pub enum Outcome {
         order: OrderView,
         created: bool,
     },
-    Released(ReservationView),
+    /// The hold after the release; `ended` is false when it had already
+    /// ended (released or expired) and is returned unchanged.
+    Released {
+        hold: ReservationView,
+        ended: bool,
+    },
     Expired(usize),
 }
 
@@ -540,7 +545,10 @@ impl Batch {
             ReservationStatus::Confirmed => {
                 Err(AppError::conflict("A confirmed reservation cannot be released"))
             }
-            ReservationStatus::Released | ReservationStatus::Expired => Ok(Outcome::Released(hold.clone())),
+            ReservationStatus::Released | ReservationStatus::Expired => Ok(Outcome::Released {
+                hold: hold.clone(),
+                ended: false,
+            }),
             ReservationStatus::Active => {
                 // Past its expiry it is expired, whether or not the expiry ran.
                 let status = if hold.expires_at <= self.locks.now {
@@ -548,7 +556,10 @@ impl Batch {
                 } else {
                     ReservationStatus::Released
                 };
-                Ok(Outcome::Released(self.end_hold(id, status, None)?))
+                Ok(Outcome::Released {
+                    hold: self.end_hold(id, status, None)?,
+                    ended: true,
+                })
             }
         }
     }
@@ -924,12 +935,16 @@ mod tests {
             l,
         );
         assert!(matches!(a.outcomes[0], Err(AppError::NotFound(_))));
-        let Ok(Outcome::Released(h)) = &a.outcomes[1] else {
+        let Ok(Outcome::Released { hold: h, ended: true }) = &a.outcomes[1] else {
             panic!("{:?}", a.outcomes[1])
         };
         assert_eq!(h.status, ReservationStatus::Released);
         // Again: 200 unchanged (same updated_at); then confirm is 410.
-        let Ok(Outcome::Released(again)) = &a.outcomes[2] else {
+        let Ok(Outcome::Released {
+            hold: again,
+            ended: false,
+        }) = &a.outcomes[2]
+        else {
             panic!("{:?}", a.outcomes[2])
         };
         assert_eq!((again.status, again.updated_at), (h.status, h.updated_at));

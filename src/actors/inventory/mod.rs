@@ -76,6 +76,8 @@ pub struct InventoryActor {
     queue: VecDeque<(Op, Responder)>,
     /// An expiry op is queued or running.
     expiring: bool,
+    /// The last expiry op failed (logged once until one succeeds).
+    expiry_failing: bool,
     /// Batches started and not yet answered (at most `max_in_flight`).
     in_flight: usize,
     /// A batch has started but does not hold its row locks yet: the next one
@@ -104,6 +106,7 @@ impl InventoryActor {
             holds,
             queue: VecDeque::new(),
             expiring: false,
+            expiry_failing: false,
             in_flight: 0,
             locking: false,
             scheduled: false,
@@ -226,9 +229,7 @@ impl InventoryActor {
         let (event, n) = match outcome {
             Ok(Outcome::Reserved(_)) => ("created", 1),
             Ok(Outcome::Confirmed { created: true, .. }) => ("confirmed", 1),
-            Ok(Outcome::Released(h)) if h.status == crate::domain::ReservationStatus::Released => {
-                ("released", 1)
-            }
+            Ok(Outcome::Released { hold, ended: true }) => (hold.status.as_str(), 1),
             Ok(Outcome::Expired(n)) => ("expired", *n as u64),
             _ => return,
         };
@@ -247,9 +248,19 @@ impl InventoryActor {
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.expiring = false;
             match result {
-                Ok(Outcome::Expired(n)) if n as i64 >= limit => act.expire_due(ctx),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "expiring due reservations failed; retrying"),
+                Ok(outcome) => {
+                    if std::mem::take(&mut act.expiry_failing) {
+                        tracing::info!("expiring due reservations works again");
+                    }
+                    if matches!(outcome, Outcome::Expired(n) if n as i64 >= limit) {
+                        act.expire_due(ctx);
+                    }
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut act.expiry_failing, true) {
+                        tracing::warn!(error = %e, "expiring due reservations failed; retrying every interval");
+                    }
+                }
             }
         }));
     }
@@ -503,7 +514,7 @@ impl Handler<ReleaseReservation> for InventoryActor {
             caller: msg.caller,
         };
         handle_op(self, op, ctx, |o| match o {
-            Outcome::Released(hold) => Some(hold),
+            Outcome::Released { hold, .. } => Some(hold),
             _ => None,
         })
     }
