@@ -92,6 +92,7 @@ pub async fn checkout(
         .unwrap_or_else(|| format!("checkout-c{}", common.clients));
     api.connect_all().await?;
     confirm_api.connect_all().await?;
+    let clients = common.clients;
     let confirms: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<Sample>>>> = Arc::default();
     let started = Instant::now();
     let (samples, seconds) = {
@@ -110,7 +111,9 @@ pub async fn checkout(
                 confirms.clone(),
             );
             async move {
-                let token = tokens[c % tokens.len()].clone();
+                // Each hold is another buyer's: client c's n-th hold is made
+                // by user c + n * clients (round-robin over --users).
+                let token = tokens[(c + n as usize * clients) % tokens.len()].clone();
                 let (status, data) = api
                     .status_data(
                         c,

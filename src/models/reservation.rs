@@ -142,8 +142,10 @@ pub async fn lock(
     };
     let mut claimed = Vec::new();
     if claim_due > 0 {
+        // `status = 'active'` as a literal: a bound status would hide the
+        // partial index `reservations_due_idx` from the generic plan.
         let due: Vec<ReservationRow> = reservations::table
-            .filter(reservations::status.eq(ReservationStatus::Active))
+            .filter(diesel::dsl::sql::<Bool>("reservations.status = 'active'"))
             .filter(reservations::expires_at.le(diesel::dsl::now))
             .order(reservations::expires_at)
             .limit(claim_due)

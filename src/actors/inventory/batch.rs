@@ -224,6 +224,14 @@ async fn decide(
         items: n_items,
         callers: sorted(ops.iter().filter_map(Op::caller)),
         holders: holders.clone(),
+        max_active: ops
+            .iter()
+            .map(|op| match op {
+                Op::Reserve(h) => h.max_active as i64,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0),
     };
     let holders = (!holders.is_empty()).then_some(sql::LockHolders { user_ids: holders });
     let rows = tx.lock(holders, lock).await?;

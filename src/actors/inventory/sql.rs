@@ -42,7 +42,7 @@ impl Query for LockHolders {
 /// enough order and item ids for every order of the batch, which of the
 /// batch's callers are deactivated (their access tokens may still be valid),
 /// and the owners of the active, unexpired holds of `holders` (one entry per
-/// hold).
+/// hold, at most `max_active` per holder).
 #[derive(QueryId)]
 pub struct LockProducts {
     pub product_ids: Vec<i64>,
@@ -50,6 +50,7 @@ pub struct LockProducts {
     pub items: i64,
     pub callers: Vec<i64>,
     pub holders: Vec<i64>,
+    pub max_active: i64,
 }
 
 pub type LockedRow = (
@@ -76,13 +77,17 @@ impl QueryFragment<Pg> for LockProducts {
         out.push_bind_param::<BigInt, _>(&self.items)?;
         out.push_sql(")) AS item_ids, ARRAY(SELECT id FROM users WHERE NOT is_active AND id = ANY(");
         out.push_bind_param::<Array<Int8>, _>(&self.callers)?;
-        out.push_sql(
-            ")) AS inactive, ARRAY(SELECT user_id FROM reservations WHERE status = 'active' \
-               AND expires_at > now() AND user_id = ANY(",
-        );
+        // Each holder's active holds, counted up to the limit: a user at
+        // the limit costs `max_active` index entries, not all their holds.
+        out.push_sql(")) AS inactive, ARRAY(SELECT h.user_id FROM unnest(");
         out.push_bind_param::<Array<Int8>, _>(&self.holders)?;
         out.push_sql(
-            ")) AS holds), \
+            ") AS u(id), LATERAL (SELECT user_id FROM reservations WHERE user_id = u.id \
+               AND status = 'active' AND expires_at > now() LIMIT ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.max_active)?;
+        out.push_sql(
+            ") h) AS holds), \
              locked AS MATERIALIZED (SELECT id, price, stock_quantity, reserved_quantity, is_active \
                FROM products WHERE id = ANY(",
         );
