@@ -15,7 +15,8 @@
 //! the database at once, each starting once the previous one holds its locks.
 //!
 //! Expiry: every `reservations.expiry_interval_ms` (and at start) the actor
-//! queues an expiry op; its batch claims up to `reservations.expiry_batch`
+//! queues an expiry op; its batch (of its own, no requests in it) claims up to
+//! `reservations.expiry_batch`
 //! due holds with `FOR UPDATE SKIP LOCKED` (each due hold is claimed by one
 //! instance only) and moves their units back to stock like a release. A full
 //! claim queues the next one at once.
@@ -161,7 +162,15 @@ impl InventoryActor {
         if self.queue.is_empty() || self.locking || self.in_flight >= self.settings.max_in_flight.max(1) {
             return;
         }
-        let n = self.queue.len().min(self.settings.max_batch.max(1));
+        // An expiry runs in a batch of its own: its hundreds of holds never
+        // keep the requests of a batch waiting.
+        let is_expiry = |(op, _): &(Op, Responder)| matches!(op, Op::Expire { .. });
+        let n = if self.queue.front().is_some_and(is_expiry) {
+            1
+        } else {
+            let requests = self.queue.iter().position(is_expiry).unwrap_or(self.queue.len());
+            requests.min(self.settings.max_batch.max(1))
+        };
         let (ops, responders): (Vec<Op>, Vec<Responder>) = self.queue.drain(..n).unzip();
         self.in_flight += 1;
         self.locking = true;
