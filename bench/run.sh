@@ -135,23 +135,33 @@ for r in 1 2 3; do
 done
 kill $SERVER $PAIR1 $PAIR2
 
-# Checkout holds, on a server that lets one user hold without limit and
-# holds live as little as 1 s. Alternating rounds: the flash sale's order
-# rate, then the checkout's hold rate (64 clients; 20% of holds abandoned,
-# the rest confirmed after 200 ms), seconds apart; then 10,000 holds falling
+# Checkout holds, on a server where holds may live 1 s and a user may hold 50
+# (each hold is made by the next of 1000 buyers, so a buyer holds about 8 at
+# once). Alternating rounds: the flash sale's order rate, then the hold rate
+# of 64 clients holding back to back, every hold abandoned (expiring after
+# 1 s, the steady state of holds and expiries). Then the checkout mix once
+# (20% abandoned, the rest confirmed after 200 ms), and 10,000 holds falling
 # due in the same second while 16 clients order another product.
 while port_open 18080; do sleep 0.1; done
-SERVER=$(APP__RESERVATIONS__MAX_ACTIVE_PER_USER=100000000 APP__RESERVATIONS__MIN_TTL_SECS=1 \
+SERVER=$(APP__RESERVATIONS__MAX_ACTIVE_PER_USER=50 APP__RESERVATIONS__MIN_TTL_SECS=1 \
   start_server 18080 "$OUT/server-checkout.log")
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_ready 18080
 for r in 1 2 3; do
   $LT flash-sale --clients 64 --users 64 --seconds "$SECS" --name checkout-round$r-flash-sale-c64
-  $LT checkout --clients 64 --users 64 --seconds "$SECS" --abandon 0.2 --think-ms 200 --ttl-secs 2 \
+  $LT checkout --clients 64 --users 1000 --seconds "$SECS" --abandon 1 --ttl-secs 1 \
     --name checkout-round$r-c64
 done
+$LT checkout --clients 64 --users 1000 --seconds "$SECS" --abandon 0.2 --think-ms 200 --ttl-secs 2 \
+  --name checkout-mix-c64
+kill $SERVER
+while port_open 18080; do sleep 0.1; done
+SERVER=$(APP__RESERVATIONS__MAX_ACTIVE_PER_USER=1000 APP__RESERVATIONS__MIN_TTL_SECS=1 \
+  start_server 18080 "$OUT/server-expiry.log")
+wait_ready 18080
 for r in 1 2 3; do
-  $LT expiry-storm --holds 10000 --clients 64 --order-clients 16 --ttl-secs 8 --name expiry-storm-round$r
+  $LT expiry-storm --holds 10000 --clients 64 --order-clients 16 --users 64 --ttl-secs 8 \
+    --name expiry-storm-round$r
 done
 kill $SERVER
 
