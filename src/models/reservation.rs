@@ -8,7 +8,7 @@ use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
-    sql_types::{Bool, Timestamptz},
+    sql_types::{Bool, Text, Timestamptz},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -119,23 +119,31 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<
     Ok(with_items(conn, vec![row]).await?.pop())
 }
 
+/// Holds locked by a batch.
+#[derive(Debug, Default)]
+pub struct LockedHolds {
+    pub holds: Vec<ReservationView>,
+    /// The due holds among them that the batch claimed for expiry.
+    pub claimed: Vec<Uuid>,
+    /// Each locked hold's row address (`ctid`), stable while the lock is
+    /// held: the batch updates the rows by address, a plan that no table
+    /// statistics can turn into a scan.
+    pub tids: HashMap<Uuid, String>,
+}
+
 /// Locks the holds `ids` (in id order: no deadlocks between batches) and,
 /// with `claim_due > 0`, claims up to that many active holds past their
 /// `expires_at` that no other transaction holds (`SKIP LOCKED`: with several
-/// instances each due hold is claimed by exactly one). Returns the locked
-/// holds and the ids of the claimed ones.
-pub async fn lock(
-    conn: &mut AsyncPgConnection,
-    ids: &[Uuid],
-    claim_due: i64,
-) -> QueryResult<(Vec<ReservationView>, Vec<Uuid>)> {
-    let mut rows: Vec<ReservationRow> = if ids.is_empty() {
+/// instances each due hold is claimed by exactly one).
+pub async fn lock(conn: &mut AsyncPgConnection, ids: &[Uuid], claim_due: i64) -> QueryResult<LockedHolds> {
+    let tid = || diesel::dsl::sql::<Text>("reservations.ctid::text");
+    let mut rows: Vec<(ReservationRow, String)> = if ids.is_empty() {
         Vec::new()
     } else {
         reservations::table
             .filter(reservations::id.eq_any(ids))
             .order(reservations::id)
-            .select(ReservationRow::as_select())
+            .select((ReservationRow::as_select(), tid()))
             .for_update()
             .load(conn)
             .await?
@@ -144,27 +152,32 @@ pub async fn lock(
     if claim_due > 0 {
         // `status = 'active'` as a literal: a bound status would hide the
         // partial index `reservations_due_idx` from the generic plan.
-        let due: Vec<ReservationRow> = reservations::table
+        let due: Vec<(ReservationRow, String)> = reservations::table
             .filter(diesel::dsl::sql::<Bool>("reservations.status = 'active'"))
             .filter(reservations::expires_at.le(diesel::dsl::now))
             .order(reservations::expires_at)
             .limit(claim_due)
-            .select(ReservationRow::as_select())
+            .select((ReservationRow::as_select(), tid()))
             .for_update()
             .skip_locked()
             .load(conn)
             .await?;
         for r in due {
-            claimed.push(r.id);
-            if !rows.iter().any(|l| l.id == r.id) {
+            claimed.push(r.0.id);
+            if !rows.iter().any(|l| l.0.id == r.0.id) {
                 rows.push(r);
             }
         }
     }
     if rows.is_empty() {
-        return Ok((Vec::new(), claimed));
+        return Ok(LockedHolds {
+            claimed,
+            ..Default::default()
+        });
     }
-    Ok((with_items(conn, rows).await?, claimed))
+    let tids = rows.iter().map(|(r, t)| (r.id, t.clone())).collect();
+    let holds = with_items(conn, rows.into_iter().map(|(r, _)| r).collect()).await?;
+    Ok(LockedHolds { holds, claimed, tids })
 }
 
 #[derive(Debug, Clone, Default)]

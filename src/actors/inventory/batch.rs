@@ -173,6 +173,7 @@ async fn decide(
         })
         .sum();
     let mut locks = Locks::default();
+    let mut hold_tids = HashMap::new();
     // Rows that lead to products: the cancelled orders and the held ones.
     if !cancels.is_empty() || !holds.is_empty() || claim_due > 0 {
         tx.begin().await?;
@@ -181,16 +182,18 @@ async fn decide(
             locks.orders = load_orders(conn, &cancels, true).await?;
         }
         if !holds.is_empty() || claim_due > 0 {
-            let (rows, claimed) = reservation::lock(conn, &holds, claim_due).await?;
-            let confirmed: Vec<i64> = rows
+            let locked = reservation::lock(conn, &holds, claim_due).await?;
+            let confirmed: Vec<i64> = locked
+                .holds
                 .iter()
                 .filter_map(|h| h.order_id)
                 .filter(|id| !locks.orders.contains_key(id))
                 .collect();
             // A confirmed hold's order, read to answer a repeated confirm.
             locks.orders.extend(load_orders(conn, &confirmed, false).await?);
-            locks.holds = rows.into_iter().map(|h| (h.id, h)).collect();
-            locks.claimed = claimed;
+            locks.holds = locked.holds.into_iter().map(|h| (h.id, h)).collect();
+            locks.claimed = locked.claimed;
+            hold_tids = locked.tids;
         }
     }
     let product_ids = sorted(
@@ -266,7 +269,8 @@ async fn decide(
     (locks.now, locks.order_ids, locks.item_ids, locks.inactive) = (now, order_ids, item_ids, inactive);
     let allocation = allocate(ops, locks);
     let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
-    tx.commit_with(write_statement(allocation.writes, now)).await?;
+    tx.commit_with(write_statement(allocation.writes, now, &hold_tids)?)
+        .await?;
     Ok(Done {
         outcomes: allocation.outcomes,
         changed,
@@ -307,9 +311,14 @@ async fn load_orders(
 }
 
 /// The batch's single writing statement, or `None` when nothing changed.
-fn write_statement(w: Writes, now: chrono::DateTime<chrono::Utc>) -> Option<sql::WriteBatch> {
+/// `hold_tids` are the row addresses of the holds the batch locked.
+fn write_statement(
+    w: Writes,
+    now: chrono::DateTime<chrono::Utc>,
+    hold_tids: &HashMap<uuid::Uuid, String>,
+) -> Result<Option<sql::WriteBatch>, AppError> {
     if w.stock.is_empty() && w.orders.is_empty() && w.cancelled.is_empty() && w.hold_changes.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut stmt = sql::WriteBatch {
         now,
@@ -347,7 +356,10 @@ fn write_statement(w: Writes, now: chrono::DateTime<chrono::Utc>) -> Option<sql:
         }
     }
     for (id, status, order_id) in w.hold_changes {
-        stmt.ended_ids.push(id);
+        let tid = hold_tids
+            .get(&id)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("an ended hold was not locked")))?;
+        stmt.ended_tids.push(tid.clone());
         stmt.ended_statuses.push(status);
         stmt.ended_orders.push(order_id);
     }
@@ -358,5 +370,5 @@ fn write_statement(w: Writes, now: chrono::DateTime<chrono::Utc>) -> Option<sql:
         stmt.key_orders.push(k.order_id);
         stmt.key_data.push(k.data);
     }
-    Some(stmt)
+    Ok(Some(stmt))
 }
