@@ -107,7 +107,7 @@ fn parse_int(
     errors: &mut Vec<FieldError>,
 ) -> i64 {
     match raw.map(str::trim) {
-        None | Some("") => default,
+        None => default,
         Some(s) => match s.parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => n,
             _ => {
@@ -332,6 +332,9 @@ mod tests {
         assert!(c
             .page_request::<i64>(ApiVersion::V1, &p("99999999999999999999", "1"), "x")
             .is_err());
+        // Present but empty is not a number either (`?limit=`).
+        assert!(c.page_request::<i64>(ApiVersion::V1, &p("1", ""), "x").is_err());
+        assert!(c.page_request::<i64>(ApiVersion::V1, &p(" ", "10"), "x").is_err());
     }
 
     #[test]
