@@ -47,6 +47,8 @@ pub struct Settings {
     pub inventory: InventorySettings,
     pub orders: OrderSettings,
     pub reservations: ReservationSettings,
+    pub webhooks: WebhookSettings,
+    pub events: EventSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub oauth: OAuthSettings,
@@ -88,6 +90,8 @@ pub struct PoolsSettings {
     pub order: PoolSettings,
     pub catalog: PoolSettings,
     pub reads: PoolSettings,
+    pub webhooks: PoolSettings,
+    pub jetstream: PoolSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +133,39 @@ pub struct ReservationSettings {
     pub max_active_per_user: usize,
     pub expiry_interval_ms: u64,
     pub expiry_batch: usize,
+}
+
+/// Webhook delivery.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    pub timeout_ms: u64,
+    pub max_age_secs: u64,
+    pub allow_private_targets: bool,
+    /// Delays before the 2nd, 3rd, ... attempt; the last repeats.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Attempts in flight per endpoint, per instance.
+    pub max_in_flight: usize,
+    /// How often each instance looks for due deliveries when nothing wakes it.
+    pub poll_interval_ms: u64,
+    /// Delivered and failed events are deleted this long after they were written.
+    pub retention_secs: u64,
+}
+
+/// The outbox's other reader: NATS JetStream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSettings {
+    /// Empty: no JetStream sink.
+    pub nats_url: String,
+    pub nats_stream: String,
+    pub nats_subject_prefix: String,
+    /// Events one publish round takes.
+    pub publish_batch: i64,
+}
+
+impl EventSettings {
+    pub fn nats_url(&self) -> Option<&str> {
+        Some(self.nats_url.trim()).filter(|u| !u.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +309,7 @@ pub enum SettingsError {
 const CONVENTIONAL: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("REDIS_URL", "redis.url"),
+    ("NATS_URL", "events.nats_url"),
     ("JWT_SECRET", "auth.jwt_secret"),
     ("PORT", "server.port"),
     ("ALLOWED_ORIGINS", "server.allowed_origins"),
@@ -398,6 +436,30 @@ impl Settings {
                 "reservations: need 1 <= min_ttl_secs ({}) <= ttl_secs ({}) <= max_ttl_secs ({})",
                 r.min_ttl_secs, r.ttl_secs, r.max_ttl_secs
             )));
+        }
+        let w = &self.webhooks;
+        if w.timeout_ms == 0 || w.max_in_flight == 0 || w.poll_interval_ms == 0 {
+            return Err(SettingsError::Invalid(
+                "webhooks: timeout_ms, max_in_flight and poll_interval_ms must be positive".into(),
+            ));
+        }
+        if w.retry_schedule_secs.is_empty() || w.retry_schedule_secs.contains(&0) {
+            return Err(SettingsError::Invalid(
+                "webhooks.retry_schedule_secs needs at least one delay, each at least 1 second".into(),
+            ));
+        }
+        if self.events.publish_batch < 1 {
+            return Err(SettingsError::Invalid("events.publish_batch must be positive".into()));
+        }
+        if self.events.nats_url().is_some() {
+            let subject = &self.events.nats_subject_prefix;
+            if self.events.nats_stream.is_empty() || subject.is_empty() || subject.contains(['*', '>', ' ']) {
+                return Err(SettingsError::Invalid(
+                    "events: nats_stream and nats_subject_prefix must be set (the prefix without wildcards \
+                     or spaces)"
+                        .into(),
+                ));
+            }
         }
         if self.server.json_limit == 0 {
             return Err(SettingsError::Invalid(

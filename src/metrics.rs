@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -23,6 +23,11 @@ pub struct Metrics {
     pub reservations: IntCounterVec,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
+    pub events_pending: IntGaugeVec,
+    pub events_oldest_pending: GaugeVec,
+    pub webhook_attempts: IntCounterVec,
+    pub webhook_latency: Histogram,
+    pub events_published: IntCounter,
     pool_connections: IntGaugeVec,
     pools: Mutex<Vec<(&'static str, DbPool)>>,
 }
@@ -90,6 +95,40 @@ impl Metrics {
             "cache_misses_total",
             "Catalog reads that went to the database",
         ));
+        let events_pending = must(IntGaugeVec::new(
+            Opts::new(
+                "events_pending",
+                "Events not yet delivered: webhook deliveries pending (sink=\"webhooks\") and events \
+                 not yet published (sink=\"jetstream\")",
+            ),
+            &["sink"],
+        ));
+        let events_oldest_pending = must(GaugeVec::new(
+            Opts::new(
+                "events_oldest_pending_age_seconds",
+                "Age of the oldest event not yet delivered (webhooks) or published (jetstream)",
+            ),
+            &["sink"],
+        ));
+        let webhook_attempts = must(IntCounterVec::new(
+            Opts::new(
+                "webhook_attempts_total",
+                "Webhook delivery attempts by outcome: delivered, retry (to be tried again), failed \
+                 (given up)",
+            ),
+            &["outcome"],
+        ));
+        let webhook_latency = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "webhook_delivery_latency_seconds",
+                "From an event's commit to its successful webhook delivery",
+            )
+            .buckets(exponential_buckets(0.001, 2.0, 20).expect("buckets")),
+        ));
+        let events_published = must(IntCounter::new(
+            "events_published_total",
+            "Events published to NATS JetStream (acknowledged)",
+        ));
         let pool_connections = must(IntGaugeVec::new(
             Opts::new(
                 "db_pool_connections",
@@ -110,6 +149,11 @@ impl Metrics {
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(pool_connections.clone()),
+            Box::new(events_pending.clone()),
+            Box::new(events_oldest_pending.clone()),
+            Box::new(webhook_attempts.clone()),
+            Box::new(webhook_latency.clone()),
+            Box::new(events_published.clone()),
         ] {
             must(registry.register(c));
         }
@@ -126,6 +170,11 @@ impl Metrics {
             reservations,
             cache_hits,
             cache_misses,
+            events_pending,
+            events_oldest_pending,
+            webhook_attempts,
+            webhook_latency,
+            events_published,
             pool_connections,
             pools: Mutex::new(Vec::new()),
         }

@@ -20,6 +20,7 @@ use crate::{
     actors::{
         cache::CacheActor,
         catalog::{CatalogActor, CatalogReader},
+        events::{jetstream::JetStreamActor, webhooks::WebhookActor, Outbox},
         inventory::InventoryActor,
         order::OrderActor,
         user::UserActor,
@@ -151,15 +152,42 @@ impl Application {
             SearchTotals::new(settings.cache.search_totals),
         );
 
+        // Events: written by the actors that make the changes, read by the
+        // WebhookActor and (with `events.nats_url`) the JetStreamActor.
+        let nats_url = settings.events.nats_url().map(str::to_owned);
+        let outbox = Outbox::new(nats_url.is_some());
+        let events_arbiter = Arbiter::new();
+        let webhooks = {
+            let (pool, size) = (pool.clone(), pools.webhooks.max_size);
+            let (webhook_settings, outbox, metrics, cursors) = (
+                settings.webhooks.clone(),
+                outbox.clone(),
+                metrics.clone(),
+                cursors.clone(),
+            );
+            Supervisor::start_in_arbiter(&events_arbiter.handle(), move |_| {
+                WebhookActor::new(pool("webhooks", size, None), webhook_settings, outbox, metrics, cursors)
+            })
+        };
+        if let Some(url) = nats_url {
+            let (pool, size) = (pool.clone(), pools.jetstream.max_size);
+            let (event_settings, outbox, metrics) = (settings.events.clone(), outbox.clone(), metrics.clone());
+            let poll = Duration::from_millis(settings.webhooks.poll_interval_ms);
+            Supervisor::start_in_arbiter(&events_arbiter.handle(), move |_| {
+                JetStreamActor::new(pool("jetstream", size, None), url, event_settings, poll, outbox, metrics)
+            });
+        }
+
         // The InventoryActor serializes every stock change; it gets a thread
         // of its own so nothing else delays its batches.
         let inventory_arbiter = Arbiter::new();
         let inventory = {
-            let (inventory_settings, holds, cache, metrics) = (
+            let (inventory_settings, holds, cache, metrics, outbox) = (
                 settings.inventory.clone(),
                 settings.reservations.clone(),
                 cache.clone(),
                 metrics.clone(),
+                outbox.clone(),
             );
             // At least one connection per batch in flight, whatever the pool
             // setting says.
@@ -169,6 +197,7 @@ impl Application {
                 InventoryActor::new(
                     pool("inventory", size, Some(crate::actors::inventory::SESSION_SETUP)),
                     cache,
+                    outbox,
                     inventory_settings,
                     holds,
                     metrics,
@@ -178,11 +207,15 @@ impl Application {
 
         let order_arbiter = Arbiter::new();
         let orders = {
-            let (inventory, cursors, order_settings) =
-                (inventory.clone(), cursors.clone(), settings.orders.clone());
+            let (inventory, cursors, order_settings, outbox) = (
+                inventory.clone(),
+                cursors.clone(),
+                settings.orders.clone(),
+                outbox.clone(),
+            );
             let size = pools.order.max_size;
             Supervisor::start_in_arbiter(&order_arbiter.handle(), move |_| {
-                OrderActor::new(pool("order", size, None), inventory, cursors, order_settings)
+                OrderActor::new(pool("order", size, None), outbox, inventory, cursors, order_settings)
             })
         };
 
@@ -191,6 +224,8 @@ impl Application {
             catalog_writer,
             inventory,
             orders,
+            webhooks,
+            allow_private_targets: settings.webhooks.allow_private_targets,
             catalog,
             cache_actor,
             redis_health,
@@ -220,7 +255,13 @@ impl Application {
             state,
             server,
             _arbiters: {
-                arbiters.extend([user_arbiter, catalog_arbiter, inventory_arbiter, order_arbiter]);
+                arbiters.extend([
+                    user_arbiter,
+                    catalog_arbiter,
+                    inventory_arbiter,
+                    order_arbiter,
+                    events_arbiter,
+                ]);
                 arbiters
             },
         })

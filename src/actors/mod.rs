@@ -1,6 +1,7 @@
 //! Supervised actors that own the state-changing work and their own pools.
 
 pub mod cache;
+pub mod events;
 pub mod catalog;
 pub mod inventory;
 pub mod order;

@@ -16,14 +16,20 @@ use std::future::Future;
 
 use uuid::Uuid;
 
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+
 use crate::{
-    actors::inventory::{CancelOrder, InventoryActor, Line, PlaceOrder, Reserve},
+    actors::{
+        events::Outbox,
+        inventory::{CancelOrder, InventoryActor, Line, PlaceOrder, Reserve},
+    },
     auth::AuthUser,
     config::OrderSettings,
     db::DbPool,
-    domain::OrderStatus,
+    domain::{EventType, OrderStatus},
     error::AppError,
     models::{
+        event::{self, InsertEvents, NewEvents},
         idempotency::{self, Claim, Scope},
         order::{self, OrderCursor, OrderFilter, OrderView},
         reservation::{self, ReservationCursor, ReservationFilter, ReservationView},
@@ -33,6 +39,7 @@ use crate::{
 
 pub struct OrderActor {
     pool: DbPool,
+    outbox: Outbox,
     inventory: Addr<InventoryActor>,
     cursors: CursorCodec,
     settings: OrderSettings,
@@ -41,12 +48,14 @@ pub struct OrderActor {
 impl OrderActor {
     pub fn new(
         pool: DbPool,
+        outbox: Outbox,
         inventory: Addr<InventoryActor>,
         cursors: CursorCodec,
         settings: OrderSettings,
     ) -> Self {
         Self {
             pool,
+            outbox,
             inventory,
             cursors,
             settings,
@@ -376,7 +385,7 @@ impl Handler<ChangeStatus> for OrderActor {
     type Result = Reply<OrderView>;
 
     fn handle(&mut self, msg: ChangeStatus, _: &mut Context<Self>) -> Self::Result {
-        let (pool, inventory) = (self.pool.clone(), self.inventory.clone());
+        let (pool, inventory, outbox) = (self.pool.clone(), self.inventory.clone(), self.outbox.clone());
         Box::pin(async move {
             let ChangeStatus { caller, id, status } = msg;
             if status == OrderStatus::Cancelled {
@@ -390,10 +399,29 @@ impl Handler<ChangeStatus> for OrderActor {
             }
             let mut conn = pool.get().await?;
             // Conditional on the status read above: a concurrent change wins
-            // and this one is refused.
-            order::transition(&mut conn, id, from, status)
-                .await?
-                .ok_or_else(invalid)
+            // and this one is refused. Its event commits with it.
+            let sink = outbox.sink();
+            let (order, events) =
+                AsyncConnection::transaction::<_, AppError, _>(&mut *conn, async move |conn: &mut AsyncPgConnection| {
+                    {
+                        let order = order::transition(conn, id, from, status)
+                            .await?
+                            .ok_or_else(invalid)?;
+                        let receivers = event::current_receivers(conn, sink).await?;
+                        let mut events = NewEvents::new(receivers, sink);
+                        events.push(EventType::OrderStatusChanged, &order)?;
+                        let n = InsertEvents {
+                            events,
+                            now: order.updated_at,
+                        }
+                        .run(conn)
+                        .await?;
+                        Ok((order, n))
+                    }
+                })
+                .await?;
+            outbox.committed(events as usize);
+            Ok(order)
         })
     }
 }

@@ -12,6 +12,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    events (id) {
+        id -> Uuid,
+        #[sql_name = "type"]
+        type_ -> Text,
+        data -> Jsonb,
+        created_at -> Timestamptz,
+        unpublished -> Bool,
+    }
+}
+
+diesel::table! {
     idempotency_keys (user_id, scope, key) {
         user_id -> Int8,
         #[max_length = 255]
@@ -145,6 +156,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_attempts (event_id, endpoint_id, attempt) {
+        event_id -> Uuid,
+        endpoint_id -> Int8,
+        attempt -> Int4,
+        status_code -> Nullable<Int2>,
+        error -> Nullable<Text>,
+        duration_ms -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (event_id, endpoint_id) {
+        event_id -> Uuid,
+        endpoint_id -> Int8,
+        #[max_length = 10]
+        status -> Varchar,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Int8,
+        url -> Text,
+        events -> Array<Nullable<Text>>,
+        description -> Nullable<Text>,
+        secret -> Text,
+        is_active -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(idempotency_keys -> orders (order_id));
 diesel::joinable!(idempotency_keys -> users (user_id));
 diesel::joinable!(order_items -> orders (order_id));
@@ -157,9 +205,12 @@ diesel::joinable!(reservation_items -> products (product_id));
 diesel::joinable!(reservation_items -> reservations (reservation_id));
 diesel::joinable!(reservations -> orders (order_id));
 diesel::joinable!(reservations -> users (user_id));
+diesel::joinable!(webhook_deliveries -> events (event_id));
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     categories,
+    events,
     idempotency_keys,
     oauth_states,
     order_items,
@@ -171,4 +222,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     reservation_items,
     reservations,
     users,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
 );

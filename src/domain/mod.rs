@@ -29,6 +29,7 @@ macro_rules! text_column {
 }
 
 pub mod email;
+pub mod event_type;
 pub mod money;
 pub mod order_status;
 pub mod password;
@@ -39,6 +40,7 @@ pub mod text;
 pub mod user_name;
 
 pub use email::Email;
+pub use event_type::{EventType, EventTypes};
 pub use money::Money;
 pub use order_status::OrderStatus;
 pub use password::Password;

@@ -132,6 +132,14 @@ pub struct EmptyResponse {
         routes::reservations::get,
         routes::reservations::confirm,
         routes::reservations::release,
+        routes::webhooks::create,
+        routes::webhooks::list,
+        routes::webhooks::get,
+        routes::webhooks::update,
+        routes::webhooks::delete,
+        routes::webhooks::rotate_secret,
+        routes::webhooks::ping,
+        routes::webhooks::deliveries,
         routes::oauth::start,
         routes::oauth::callback,
         routes::health::live,
@@ -155,7 +163,7 @@ pub struct EmptyResponse {
     modifiers(&Security),
     tags(
         (name = "auth"), (name = "users"), (name = "categories"), (name = "products"),
-        (name = "orders"), (name = "reservations"), (name = "operations")
+        (name = "orders"), (name = "reservations"), (name = "webhooks"), (name = "operations")
     )
 )]
 struct ApiDoc;

@@ -8,6 +8,7 @@ use crate::{
     actors::{
         cache::CacheActor,
         catalog::{CatalogActor, CatalogReader},
+        events::webhooks::WebhookActor,
         inventory::InventoryActor,
         order::OrderActor,
         user::UserActor,
@@ -26,6 +27,9 @@ pub struct AppState {
     pub catalog_writer: Addr<CatalogActor>,
     pub inventory: Addr<InventoryActor>,
     pub orders: Addr<OrderActor>,
+    pub webhooks: Addr<WebhookActor>,
+    /// `webhooks.allow_private_targets`: endpoints may point at private addresses.
+    pub allow_private_targets: bool,
     /// Catalog reads run on the HTTP workers, not through a mailbox.
     pub catalog: CatalogReader,
     /// Present when Redis is configured.

@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use crate::{
     auth::AuthUser,
-    domain::{OrderStatus, ReservationStatus},
+    domain::{EventType, EventTypes, OrderStatus, ReservationStatus},
     error::{AppError, FieldError},
     models::{
+        event::NewEvents,
         idempotency::Scope,
         order::{OrderItem, OrderView},
         reservation::{ReservationItem, ReservationView},
@@ -154,6 +155,10 @@ pub struct Locks {
     pub item_ids: Vec<i64>,
     /// The transaction's timestamp.
     pub now: DateTime<Utc>,
+    /// Event types somebody receives (active endpoints' subscriptions, and
+    /// every type when a JetStream sink is configured).
+    pub receivers: EventTypes,
+    pub sink: bool,
 }
 
 /// A completed Idempotency-Key: the JSON of its 201's data.
@@ -177,6 +182,8 @@ pub struct Writes {
     /// Holds that left `active`: (id, new status, order it became).
     pub hold_changes: Vec<(Uuid, ReservationStatus, Option<i64>)>,
     pub keys: Vec<KeyWrite>,
+    /// The events of the changes above that somebody receives.
+    pub events: NewEvents,
 }
 
 pub struct Allocation {
@@ -189,7 +196,10 @@ pub fn allocate(ops: &[Op], locks: Locks) -> Allocation {
     let mut batch = Batch {
         next_order: 0,
         next_item: 0,
-        writes: Writes::default(),
+        writes: Writes {
+            events: NewEvents::new(locks.receivers, locks.sink),
+            ..Writes::default()
+        },
         locks,
     };
     let mut outcomes = Vec::with_capacity(ops.len());
@@ -306,8 +316,20 @@ impl Batch {
                 "product {product_id} would go below zero (stock {s}, reserved {r})"
             )));
         }
+        let event = match (p.stock, s) {
+            (1.., 0) => Some(EventType::ProductSoldOut),
+            (0, 1..) => Some(EventType::ProductBackInStock),
+            _ => None,
+        };
         (p.stock, p.reserved) = (s, r);
         self.writes.stock.insert(product_id, (s, r));
+        if let Some(t) = event {
+            let level = super::StockLevel {
+                product_id,
+                stock_quantity: s,
+            };
+            self.writes.events.push(t, &level)?;
+        }
         Ok(())
     }
 
@@ -353,6 +375,7 @@ impl Batch {
             created_at: now,
             updated_at: now,
         };
+        self.writes.events.push(EventType::OrderCreated, &view)?;
         self.writes.orders.push(view.clone());
         Ok(view)
     }
@@ -444,6 +467,7 @@ impl Batch {
             &view,
             None,
         )?;
+        self.writes.events.push(EventType::ReservationCreated, &view)?;
         self.writes.holds.push(view.clone());
         Ok(Outcome::Reserved(view))
     }
@@ -456,6 +480,14 @@ impl Batch {
         status: ReservationStatus,
         order_id: Option<i64>,
     ) -> Result<ReservationView, AppError> {
+        let event = match status {
+            ReservationStatus::Confirmed => EventType::ReservationConfirmed,
+            ReservationStatus::Released => EventType::ReservationReleased,
+            ReservationStatus::Expired => EventType::ReservationExpired,
+            ReservationStatus::Active => {
+                return Err(AppError::internal(anyhow::anyhow!("a hold cannot end as active")))
+            }
+        };
         let hold = self
             .locks
             .holds
@@ -479,8 +511,10 @@ impl Batch {
         hold.status = status;
         hold.order_id = order_id;
         hold.updated_at = now;
+        let hold = hold.clone();
         self.writes.hold_changes.push((id, status, order_id));
-        Ok(hold.clone())
+        self.writes.events.push(event, &hold)?;
+        Ok(hold)
     }
 
     /// Expires the hold if it is active and past `expires_at`.
@@ -586,6 +620,7 @@ impl Batch {
         order.updated_at = self.locks.now;
         let order = order.clone();
         self.writes.cancelled.push(order_id);
+        self.writes.events.push(EventType::OrderStatusChanged, &order)?;
         Ok(Outcome::Cancelled(order))
     }
 

@@ -21,6 +21,7 @@ use crate::{
     db::{schema::orders, DbPool},
     error::AppError,
     models::{
+        event,
         order::{self, OrderRow, OrderView},
         reservation,
     },
@@ -31,6 +32,8 @@ pub struct Done {
     pub outcomes: Vec<Result<Outcome, AppError>>,
     /// Products whose stock changed.
     pub changed: Vec<i64>,
+    /// Events written.
+    pub events: usize,
 }
 
 /// Runs one batch in one transaction. `locked` fires once the batch holds
@@ -39,13 +42,14 @@ pub async fn execute(
     pool: DbPool,
     ops: Vec<Op>,
     locked: oneshot::Sender<()>,
+    sink: bool,
     inject_panic: bool,
 ) -> Result<Done, AppError> {
     let mut tx = Tx {
         conn: Some(pool.get_owned().await?),
         open: false,
     };
-    let result = decide(&mut tx, &ops, locked, inject_panic).await;
+    let result = decide(&mut tx, &ops, locked, sink, inject_panic).await;
     if result.is_err() && tx.open {
         tx.rollback().await;
     }
@@ -158,6 +162,7 @@ async fn decide(
     tx: &mut Tx,
     ops: &[Op],
     locked: oneshot::Sender<()>,
+    sink: bool,
     inject_panic: bool,
 ) -> Result<Done, AppError> {
     let cancels = sorted(ops.iter().filter_map(|op| match op {
@@ -242,7 +247,7 @@ async fn decide(
     if inject_panic {
         panic!("injected panic in the middle of an inventory batch");
     }
-    let Some((_, _, _, _, _, now, order_ids, item_ids, inactive, active_holds)) =
+    let Some((_, _, _, _, _, now, order_ids, item_ids, inactive, active_holds, subscribed)) =
         <[sql::LockedRow]>::first(&rows).cloned()
     else {
         return Err(AppError::internal(anyhow::anyhow!(
@@ -267,13 +272,16 @@ async fn decide(
         *locks.active_holds.entry(user).or_default() += 1;
     }
     (locks.now, locks.order_ids, locks.item_ids, locks.inactive) = (now, order_ids, item_ids, inactive);
+    (locks.receivers, locks.sink) = (event::receivers(&subscribed, sink), sink);
     let allocation = allocate(ops, locks);
     let changed: Vec<i64> = allocation.writes.stock.keys().copied().collect();
+    let events = allocation.writes.events.len();
     tx.commit_with(write_statement(allocation.writes, now, &hold_tids)?)
         .await?;
     Ok(Done {
         outcomes: allocation.outcomes,
         changed,
+        events,
     })
 }
 
@@ -370,5 +378,6 @@ fn write_statement(
         stmt.key_orders.push(k.order_id);
         stmt.key_data.push(k.data);
     }
+    stmt.events = w.events;
     Ok(Some(stmt))
 }

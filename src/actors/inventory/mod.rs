@@ -9,7 +9,8 @@
 //! `inventory.max_batch`, after waiting `inventory.max_wait_us` for company)
 //! and runs one transaction for it (`batch`): lock the product rows in id
 //! order, decide in arrival order, all-or-nothing per request (`allocate`),
-//! write everything in one multi-row statement (`sql`), commit once, then
+//! write everything in one multi-row statement (`sql`; with the events of the
+//! changes that somebody receives, see `models::event`), commit once, then
 //! answer every waiting request. While a batch is in the database the mailbox
 //! keeps filling the next one; up to `inventory.max_in_flight` batches are in
 //! the database at once, each starting once the previous one holds its locks.
@@ -43,6 +44,7 @@ use tokio::sync::oneshot;
 pub use self::allocate::Line;
 use self::allocate::{NewHold, Op, Outcome};
 use crate::{
+    actors::events::Outbox,
     auth::AuthUser,
     cache::{Cache, Family},
     config::{InventorySettings, ReservationSettings},
@@ -79,6 +81,7 @@ type Responder = oneshot::Sender<Result<Outcome, AppError>>;
 pub struct InventoryActor {
     pool: DbPool,
     cache: Cache,
+    outbox: Outbox,
     metrics: Arc<Metrics>,
     settings: InventorySettings,
     holds: ReservationSettings,
@@ -103,6 +106,7 @@ impl InventoryActor {
     pub fn new(
         pool: DbPool,
         cache: Cache,
+        outbox: Outbox,
         settings: InventorySettings,
         holds: ReservationSettings,
         metrics: Arc<Metrics>,
@@ -110,6 +114,7 @@ impl InventoryActor {
         Self {
             pool,
             cache,
+            outbox,
             metrics,
             settings,
             holds,
@@ -182,7 +187,7 @@ impl InventoryActor {
         self.metrics.inventory_batch_size.observe(n as f64);
         self.metrics.inventory_queue_depth.set(self.queue.len() as i64);
         let places: Vec<bool> = ops.iter().map(|op| matches!(op, Op::Place { .. })).collect();
-        let (pool, cache) = (self.pool.clone(), self.cache.clone());
+        let (pool, cache, outbox) = (self.pool.clone(), self.cache.clone(), self.outbox.clone());
         // The injected panic hits a batch with a request in it, not a
         // background expiry.
         let inject_panic = self.panic_next_batch && ops.iter().any(|op| !matches!(op, Op::Expire { .. }));
@@ -196,7 +201,8 @@ impl InventoryActor {
         }));
         let started = Instant::now();
         let fut = AssertUnwindSafe(async move {
-            let done = batch::execute(pool, ops, locked_tx, inject_panic).await?;
+            let done = batch::execute(pool, ops, locked_tx, outbox.sink(), inject_panic).await?;
+            outbox.committed(done.events);
             // Committed: invalidate before anyone is answered, so no client
             // reads a stock figure older than its own order.
             invalidate(&cache, &done.changed).await;

@@ -42,7 +42,8 @@ impl Query for LockHolders {
 /// enough order and item ids for every order of the batch, which of the
 /// batch's callers are deactivated (their access tokens may still be valid),
 /// and the owners of the active, unexpired holds of `holders` (one entry per
-/// hold, at most `max_active` per holder).
+/// hold, at most `max_active` per holder), and the event types that active
+/// webhook endpoints subscribe to.
 #[derive(QueryId)]
 pub struct LockProducts {
     pub product_ids: Vec<i64>,
@@ -64,6 +65,7 @@ pub type LockedRow = (
     Vec<i64>,
     Vec<i64>,
     Vec<i64>,
+    Vec<String>,
 );
 
 impl QueryFragment<Pg> for LockProducts {
@@ -86,8 +88,10 @@ impl QueryFragment<Pg> for LockProducts {
                AND status = 'active' AND expires_at > now() LIMIT ",
         );
         out.push_bind_param::<BigInt, _>(&self.max_active)?;
+        out.push_sql(") h) AS holds, ");
+        out.push_sql(crate::models::event::SUBSCRIBED_SQL);
         out.push_sql(
-            ") h) AS holds), \
+            " AS subscribed), \
              locked AS MATERIALIZED (SELECT id, price, stock_quantity, reserved_quantity, is_active \
                FROM products WHERE id = ANY(",
         );
@@ -95,7 +99,7 @@ impl QueryFragment<Pg> for LockProducts {
         out.push_sql(
             ") ORDER BY id FOR UPDATE) \
              SELECT l.id, l.price, l.stock_quantity, l.reserved_quantity, l.is_active, seq.ts, \
-                    seq.order_ids, seq.item_ids, seq.inactive, seq.holds \
+                    seq.order_ids, seq.item_ids, seq.inactive, seq.holds, seq.subscribed \
              FROM seq LEFT JOIN locked l ON true",
         );
         Ok(())
@@ -114,12 +118,14 @@ impl Query for LockProducts {
         Array<Int8>,
         Array<Int8>,
         Array<Int8>,
+        Array<Text>,
     );
 }
 
 /// Every write of a batch in one statement: new stock figures, new orders and
 /// their items (multi-row), cancelled orders, new holds and their items,
-/// holds that ended, and completed idempotency keys. Foreign keys between
+/// holds that ended, completed idempotency keys, and the events of all that
+/// with their webhook deliveries. Foreign keys between
 /// the new rows (an item and its order, a confirmed hold and its order) are
 /// checked at the end of the statement, when all exist. Returns the number of
 /// rows written.
@@ -159,6 +165,7 @@ pub struct WriteBatch {
     pub key_orders: Vec<Option<i64>>,
     /// The JSON of each key's 201 data (the order or the reservation).
     pub key_data: Vec<String>,
+    pub events: crate::models::event::NewEvents,
 }
 
 impl QueryFragment<Pg> for WriteBatch {
@@ -272,8 +279,11 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_bind_param::<Array<Text>, _>(&self.key_data)?;
         out.push_sql(
             ") AS v(user_id, scope, key, order_id, data) \
-               WHERE k.user_id = v.user_id AND k.scope = v.scope AND k.key = v.key RETURNING 1) \
-             SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM o) + (SELECT count(*) FROM i) \
+               WHERE k.user_id = v.user_id AND k.scope = v.scope AND k.key = v.key RETURNING 1), ",
+        );
+        self.events.walk_ctes(&self.now, &mut out)?;
+        out.push_sql(
+            " SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM o) + (SELECT count(*) FROM i) \
                   + (SELECT count(*) FROM c) + (SELECT count(*) FROM r) + (SELECT count(*) FROM ri) \
                   + (SELECT count(*) FROM re) + (SELECT count(*) FROM k)",
         );

@@ -69,6 +69,7 @@ pub mod orders;
 pub mod products;
 pub mod reservations;
 pub mod users;
+pub mod webhooks;
 
 /// Every `/api` resource, registered once per version prefix. The router
 /// tries resources in this order and every `{id}` pattern before a match
@@ -80,6 +81,7 @@ fn api(cfg: &mut web::ServiceConfig, prefix: &str) {
     auth::configure(cfg, prefix);
     categories::configure(cfg, prefix);
     users::configure(cfg, prefix);
+    webhooks::configure(cfg, prefix);
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
