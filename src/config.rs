@@ -149,6 +149,8 @@ pub struct WebhookSettings {
     pub poll_interval_ms: u64,
     /// Delivered and failed events are deleted this long after they were written.
     pub retention_secs: u64,
+    /// How often each instance prunes.
+    pub prune_interval_secs: u64,
 }
 
 /// The outbox's other reader: NATS JetStream.
@@ -391,6 +393,7 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("server.trusted_proxies")
                     .with_list_parse_key("server.allowed_origins")
+                    .with_list_parse_key("webhooks.retry_schedule_secs")
                     .source(Some(app_vars)),
             )
             .build()?;

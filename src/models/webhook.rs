@@ -347,6 +347,8 @@ pub struct Attempt {
     pub duration_ms: i32,
     pub started_at: DateTime<Utc>,
     pub verdict: Verdict,
+    /// When the event was written (not stored with the attempt).
+    pub event_created_at: DateTime<Utc>,
 }
 
 /// Records finished attempts and their deliveries' new state, in one

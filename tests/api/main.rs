@@ -4,6 +4,7 @@
 mod auth;
 mod catalog;
 mod docs;
+mod events;
 mod fuzz;
 mod helpers;
 mod hostile;

@@ -344,8 +344,6 @@ impl Handler<ListAttempts> for WebhookActor {
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// How often the backlog gauges are refreshed.
 const BACKLOG_EVERY: Duration = Duration::from_secs(2);
-/// How often old events are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Events one prune statement deletes at most.
 const PRUNE_BATCH: i64 = 5_000;
 /// A batch of attempts whose recording failed this many times is dropped
@@ -410,7 +408,7 @@ impl Delivery {
                 last_backlog = Instant::now();
                 self.backlog().await;
             }
-            if last_prune.elapsed() >= PRUNE_EVERY {
+            if last_prune.elapsed() >= Duration::from_secs(self.settings.prune_interval_secs) {
                 last_prune = Instant::now();
                 self.prune().await;
             }
@@ -435,7 +433,11 @@ impl Delivery {
             }
         }
         let outcome = match a.verdict {
-            Verdict::Delivered => "delivered",
+            Verdict::Delivered => {
+                let latency = (Utc::now() - a.event_created_at).num_microseconds().unwrap_or(i64::MAX);
+                self.metrics.webhook_latency.observe(latency.max(0) as f64 / 1e6);
+                "delivered"
+            }
             Verdict::Retry(_) => "retry",
             Verdict::Failed => "failed",
         };
@@ -599,6 +601,7 @@ async fn attempt(client: &reqwest::Client, settings: &WebhookSettings, c: Claime
         duration_ms,
         started_at,
         verdict,
+        event_created_at: c.created_at,
     }
 }
 
