@@ -899,7 +899,8 @@ async fn after_kill_9_mid_sale_every_acknowledged_order_is_delivered_and_publish
     .parse()
     .expect("id");
     let admin = token(&settings, admin_id, storefront::domain::Role::Admin);
-    let receiver = Receiver::start(ok());
+    // A receiver slower than the sale, so events wait when the server dies.
+    let receiver = Receiver::start(|_, _| (200, Duration::from_millis(2)));
     let nats = nats_url();
     let env = [
         ("APP__RATE_LIMIT__ENABLED", "false"),
@@ -907,6 +908,8 @@ async fn after_kill_9_mid_sale_every_acknowledged_order_is_delivered_and_publish
         ("APP__EVENTS__NATS_STREAM", stream.name.as_str()),
         ("APP__EVENTS__NATS_SUBJECT_PREFIX", stream.prefix.as_str()),
         ("APP__WEBHOOKS__RETRY_SCHEDULE_SECS", "1,2"),
+        ("APP__WEBHOOKS__MAX_IN_FLIGHT", "2"),
+        ("APP__WEBHOOKS__TIMEOUT_MS", "2000"),
     ];
     let (mut child, base) = start_binary(&db.url, &env, std::process::Stdio::null()).await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
@@ -951,6 +954,7 @@ async fn after_kill_9_mid_sale_every_acknowledged_order_is_delivered_and_publish
     // Some events were still waiting when the server died.
     let waiting = db.count_of("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
         + db.count_of("SELECT count(*) FROM events WHERE unpublished");
+    assert!(waiting > 0, "nothing was left to deliver when the server died");
     let (mut child, _) = start_binary(&db.url, &env, std::process::Stdio::null()).await;
 
     let got = receiver

@@ -340,8 +340,10 @@ impl Handler<ListAttempts> for WebhookActor {
 }
 
 /// How long a claim keeps other instances off a delivery, beyond the
-/// attempt's own timeout.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// attempt's own timeout (`webhooks.timeout_ms` bounds the whole request).
+/// After a crash, the deliveries the instance had claimed are attempted
+/// again once their lease ends.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// How often the backlog gauges are refreshed.
 const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 /// Events one prune statement deletes at most.
@@ -495,7 +497,7 @@ impl Delivery {
     async fn claim(&mut self) -> usize {
         let max = i32::try_from(self.settings.max_in_flight).unwrap_or(i32::MAX);
         let busy: (Vec<i64>, Vec<i32>) = self.in_flight.iter().map(|(id, n)| (*id, *n)).unzip();
-        let lease = Duration::from_millis(self.settings.timeout_ms) * 2 + LEASE_MARGIN;
+        let lease = Duration::from_millis(self.settings.timeout_ms) + LEASE_MARGIN;
         let claimed = match self.pool.get().await {
             Ok(mut conn) => webhook::claim(&mut conn, max, busy, lease.as_millis() as i64)
                 .await
