@@ -80,3 +80,27 @@ or start any Redis 6+ on 127.0.0.1:6379." || return 1
 
 # psql against the server; PGPASSWORD from the URL is honoured by libpq.
 pg() { psql "$PG_URL_BASE/${1}" -v ON_ERROR_STOP=1 -qAt -c "$2"; }
+
+# NATS with JetStream on 127.0.0.1:4222 (the JetStream sink's tests publish
+# and read events back): started when the binary is there, installed with apt
+# when root, otherwise this says what to do.
+ensure_nats() {
+  if port_open 4222; then return 0; fi
+  if ! command -v nats-server >/dev/null; then
+    apt_install nats-server || {
+      cat >&2 <<'MSG'
+error: no NATS server with JetStream on 127.0.0.1:4222, and nats-server could not be
+installed (installing needs root and apt). Either:
+  sudo apt-get install -y nats-server
+or start any nats-server 2.9+ with JetStream: nats-server -a 127.0.0.1 -p 4222 -js
+or point STOREFRONT_TEST_NATS at one (nats://host:port).
+MSG
+      return 1
+    }
+  fi
+  echo "==> starting nats-server with JetStream" >&2
+  local dir="${TMPDIR:-/tmp}/storefront-nats"
+  mkdir -p "$dir"
+  nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$dir/jetstream" >"$dir/nats.log" 2>&1 &
+  wait_port 4222 || { echo "error: nats-server did not come up on 127.0.0.1:4222 (see $dir/nats.log)" >&2; return 1; }
+}

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, against real Postgres and Redis (started or installed
-# when missing). Usage: scripts/test.sh [extra cargo test args]
+# The whole test suite, against real Postgres, Redis and NATS JetStream
+# (started or installed when missing). Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
 
 ensure_postgres
 ensure_redis
+# Unless the tests are pointed at another NATS server.
+[ -n "${STOREFRONT_TEST_NATS:-}" ] || ensure_nats
 # The Redis outage tests start and stop redis-server processes of their own,
 # so they need the binary even when a Redis already answers on 6379.
 ensure_redis_server_binary "error: the tests need the redis-server binary (the Redis outage tests run their own

@@ -17,6 +17,7 @@
 //! checkout, once every hold settled: stock + reserved + ordered == initial.
 
 mod checkout;
+mod receiver;
 
 use std::{
     path::PathBuf,
@@ -86,6 +87,17 @@ enum Scenario {
         /// the caller.
         #[arg(long)]
         product_id: Option<i64>,
+        /// Subscribe a webhook receiver run by the load tester to
+        /// `order.created` for the sale (the server needs
+        /// webhooks.allow_private_targets), then report how long after the
+        /// sale's end the last order's event arrived.
+        #[arg(long)]
+        webhook: bool,
+        /// The server publishes to NATS JetStream (events.nats_url): report
+        /// how long after the sale's end every order's event was published
+        /// (from /metrics).
+        #[arg(long)]
+        jetstream: bool,
     },
     /// Cached product reads, search and v2 pagination over the seeded catalog.
     Browse {
@@ -738,6 +750,7 @@ async fn flash_sale(
     users: usize,
     stock: i64,
     existing: Option<i64>,
+    events: Subscribers,
 ) -> anyhow::Result<()> {
     let api = Arc::new(Api::new(&cli.base_url, common.clients)?);
     let admin = api
@@ -765,6 +778,7 @@ async fn flash_sale(
         .name
         .clone()
         .unwrap_or_else(|| format!("flash-sale-c{}", common.clients));
+    let watch = events.start(&api, &admin).await?;
     api.connect_all().await?;
     let (samples, seconds) = {
         let (api, tokens) = (api.clone(), tokens.clone());
@@ -786,6 +800,7 @@ async fn flash_sale(
         .await
     };
     let created = samples.iter().filter(|s| s.status == 201).count() as i64;
+    let delivery = watch.finish(&api, &admin, created as usize).await?;
     // The books.
     let (_, p) = api
         .call(
@@ -797,7 +812,7 @@ async fn flash_sale(
         .await?;
     let remaining = p["data"]["stock_quantity"].as_i64().context("stock")?;
     let orders_after = order_total(&api, &admin).await?;
-    let checks = json!({
+    let mut checks = json!({
         "initial_stock": stock,
         "remaining_stock": remaining,
         "units_sold_201": created,
@@ -806,6 +821,9 @@ async fn flash_sale(
         "order_rows_equal_201s": orders_after - orders_before == created,
         "stock_never_negative": remaining >= 0,
     });
+    if let (Some(map), Value::Object(d)) = (checks.as_object_mut(), delivery) {
+        map.extend(d);
+    }
     let s = report(&cli.out, &name, &samples, seconds, checks.clone(), |st| {
         st == 201 || st == 409
     })?;
@@ -852,6 +870,120 @@ async fn sell(cli: &Cli, common: &Common, api: &Arc<Api>, users: usize, product:
         |st| st == 201 || st == 409,
     )?;
     Ok(())
+}
+
+/// Who receives the sale's events: a webhook receiver of the load
+/// tester's own, and (server-side) the JetStream sink.
+struct Subscribers {
+    webhook: bool,
+    jetstream: bool,
+}
+
+/// The subscribers of one sale, started.
+struct Watch {
+    webhook: Option<(receiver::Receiver, i64)>,
+    /// events_published_total before the sale.
+    published_before: Option<f64>,
+}
+
+/// How long after the sale's end the events may take before the run gives
+/// up waiting (the bar is 10 s).
+const DELIVERY_WAIT: Duration = Duration::from_secs(60);
+
+impl Subscribers {
+    async fn start(&self, api: &Api, admin: &str) -> anyhow::Result<Watch> {
+        let webhook = if self.webhook {
+            let r = receiver::Receiver::start().await?;
+            let (status, body) = api
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/webhooks",
+                    Some(admin),
+                    Some(&json!({"url": r.url, "events": ["order.created"], "description": "loadtest"})),
+                )
+                .await?;
+            if status != 201 {
+                bail!("creating the webhook endpoint answered {status}: {body} (the server needs webhooks.allow_private_targets=true)");
+            }
+            Some((r, body["data"]["id"].as_i64().context("endpoint id")?))
+        } else {
+            None
+        };
+        let published_before = if self.jetstream {
+            Some(published(api).await?)
+        } else {
+            None
+        };
+        Ok(Watch {
+            webhook,
+            published_before,
+        })
+    }
+}
+
+/// The server's storefront_events_published_total.
+async fn published(api: &Api) -> anyhow::Result<f64> {
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.bases[0]))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("storefront_events_published_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+impl Watch {
+    /// Waits until every one of the `created` orders' events arrived (or
+    /// DELIVERY_WAIT passed), removes the endpoint, and reports.
+    async fn finish(self, api: &Api, admin: &str, created: usize) -> anyhow::Result<Value> {
+        let end = Instant::now();
+        let mut out = serde_json::Map::new();
+        let mut jetstream_done: Option<Duration> = None;
+        loop {
+            let hook_done = self.webhook.as_ref().is_none_or(|(r, _)| r.counts().0 >= created);
+            if jetstream_done.is_none() {
+                if let Some(before) = self.published_before {
+                    if published(api).await? - before >= created as f64 {
+                        jetstream_done = Some(end.elapsed());
+                    }
+                }
+            }
+            let js_done = self.published_before.is_none() || jetstream_done.is_some();
+            if (hook_done && js_done) || end.elapsed() > DELIVERY_WAIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some((r, id)) = &self.webhook {
+            let (events, requests, last) = r.counts();
+            let lag = last.map_or(0.0, |t| t.saturating_duration_since(end).as_secs_f64());
+            out.insert("webhook_events".into(), json!(events));
+            out.insert("webhook_requests".into(), json!(requests));
+            out.insert("webhook_all_delivered".into(), json!(events >= created));
+            out.insert("webhook_lag_after_end_secs".into(), json!(lag));
+            let (status, body) = api
+                .call(reqwest::Method::DELETE, &format!("/api/v1/webhooks/{id}"), Some(admin), None)
+                .await?;
+            if status != 200 {
+                bail!("deleting the webhook endpoint answered {status}: {body}");
+            }
+        }
+        if let Some(before) = self.published_before {
+            let n = published(api).await? - before;
+            out.insert("jetstream_published".into(), json!(n));
+            out.insert("jetstream_all_published".into(), json!(n >= created as f64));
+            out.insert(
+                "jetstream_lag_after_end_secs".into(),
+                json!(jetstream_done.map(|d| d.as_secs_f64())),
+            );
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 async fn order_total(api: &Api, admin: &str) -> anyhow::Result<i64> {
@@ -1027,11 +1159,19 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match &cli.scenario {
             Scenario::FlashSale {
+                webhook,
+                jetstream,
                 common,
                 users,
                 stock,
                 product_id,
-            } => flash_sale(&cli, common, *users, *stock, *product_id).await,
+            } => {
+                let events = Subscribers {
+                    webhook: *webhook,
+                    jetstream: *jetstream,
+                };
+                flash_sale(&cli, common, *users, *stock, *product_id, events).await
+            }
             Scenario::Browse {
                 common,
                 only,

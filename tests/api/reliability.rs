@@ -206,6 +206,7 @@ async fn the_server_recovers_after_postgres_drops_its_connections_under_load() {
 
 /// The same with a real restart of the Postgres server (the command in
 /// STOREFRONT_PG_RESTART, e.g. `pg_ctlcluster 15 main restart -m fast`).
+/// Webhook delivery of the orders placed meanwhile resumes by itself.
 /// It takes the database away from every other test, so it is ignored in the
 /// main run; `scripts/test.sh` runs it alone afterwards.
 #[actix_web::test]
@@ -214,6 +215,10 @@ async fn the_server_recovers_after_a_postgres_restart_under_load() {
     let command = std::env::var("STOREFRONT_PG_RESTART")
         .expect("STOREFRONT_PG_RESTART: the command that restarts the Postgres server");
     let app = spawn_app().await;
+    // Webhook delivery runs through the restart too, and resumes by itself.
+    let receiver = crate::events::Receiver::start(crate::events::ok());
+    let hooks = app.user_with_role("hooks@example.com", "admin").await.access;
+    crate::events::endpoint(&app, &hooks, &receiver.url("/restart"), &["order.created"]).await;
     survive_database_fault(&app, async {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let status = tokio::process::Command::new("sh")
@@ -225,6 +230,27 @@ async fn the_server_recovers_after_a_postgres_restart_under_load() {
         assert!(status.success(), "{command}: {status}");
     })
     .await;
+    let placed: std::collections::HashSet<i64> = app
+        .db
+        .texts("SELECT id::text AS name FROM orders")
+        .iter()
+        .map(|id| id.parse().expect("id"))
+        .collect();
+    assert!(!placed.is_empty());
+    let got = receiver
+        .wait_for("/restart", 60, |r| {
+            let ids: std::collections::HashSet<i64> =
+                r.iter().filter_map(|r| r.json()["data"]["id"].as_i64()).collect();
+            placed.is_subset(&ids)
+        })
+        .await;
+    let delivered: std::collections::HashSet<i64> =
+        got.iter().filter_map(|r| r.json()["data"]["id"].as_i64()).collect();
+    assert_eq!(
+        placed.difference(&delivered).count(),
+        0,
+        "orders placed around the restart were never delivered"
+    );
 }
 
 /// Runs `fault` while 16 clients keep ordering, listing, reading and updating;
