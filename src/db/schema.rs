@@ -16,7 +16,7 @@ diesel::table! {
         id -> Uuid,
         #[sql_name = "type"]
         type_ -> Text,
-        data -> Jsonb,
+        data -> Json,
         created_at -> Timestamptz,
         unpublished -> Bool,
     }
@@ -176,6 +176,7 @@ diesel::table! {
         status -> Varchar,
         attempts -> Int4,
         next_attempt_at -> Timestamptz,
+        leased_until -> Timestamptz,
         updated_at -> Timestamptz,
     }
 }
@@ -205,6 +206,8 @@ diesel::joinable!(reservation_items -> products (product_id));
 diesel::joinable!(reservation_items -> reservations (reservation_id));
 diesel::joinable!(reservations -> orders (order_id));
 diesel::joinable!(reservations -> users (user_id));
+diesel::joinable!(webhook_attempts -> events (event_id));
+diesel::joinable!(webhook_attempts -> webhook_endpoints (endpoint_id));
 diesel::joinable!(webhook_deliveries -> events (event_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 

@@ -68,7 +68,7 @@ impl NewEvents {
     pub fn walk_ctes<'b>(&'b self, now: &'b DateTime<Utc>, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "ev AS (INSERT INTO events (id, type, data, created_at, unpublished) \
-             SELECT v.id, v.type, v.data::jsonb, ",
+             SELECT v.id, v.type, v.data::json, ",
         );
         out.push_bind_param::<Timestamptz, _>(now)?;
         out.push_sql(", ");
@@ -182,7 +182,7 @@ pub struct Unpublished {
 pub async fn lock_unpublished(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<Unpublished>> {
     diesel::sql_query(
         "SELECT id, type AS event_type, created_at, data::text AS data FROM events WHERE unpublished \
-         ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind::<BigInt, _>(limit)
     .load(conn)

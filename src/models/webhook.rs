@@ -293,9 +293,10 @@ pub struct Claimed {
 /// Claims due deliveries of active endpoints: for each, at most
 /// `max_in_flight` minus what this instance already has in flight to it
 /// (`busy`: endpoint ids and counts). `FOR UPDATE SKIP LOCKED` leaves rows
-/// another instance is claiming to it; each claimed row's next attempt
-/// moves `lease_ms` ahead, so nobody else attempts it while this instance
-/// does, and somebody does if this instance dies.
+/// another instance is claiming to it; the claimed rows are updated by row
+/// address (they are locked, so it cannot change) and leased for
+/// `lease_ms`, so nobody else attempts them while this instance does, and
+/// somebody does if this instance dies.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     max_in_flight: i32,
@@ -304,20 +305,21 @@ pub async fn claim(
 ) -> QueryResult<Vec<Claimed>> {
     diesel::sql_query(
         "WITH due AS (\
-           SELECT d.event_id, d.endpoint_id FROM webhook_endpoints w CROSS JOIN LATERAL (\
-             SELECT event_id, endpoint_id FROM webhook_deliveries \
+           SELECT d.tid FROM webhook_endpoints w CROSS JOIN LATERAL (\
+             SELECT ctid AS tid FROM webhook_deliveries \
              WHERE endpoint_id = w.id AND status = 'pending' AND next_attempt_at <= now() \
+               AND leased_until < now() \
              ORDER BY next_attempt_at \
              LIMIT greatest($1 - coalesce(($3::int4[])[array_position($2::int8[], w.id)], 0), 0) \
              FOR UPDATE SKIP LOCKED) d \
-           WHERE w.is_active) \
-         UPDATE webhook_deliveries d SET attempts = d.attempts + 1, \
-           next_attempt_at = now() + make_interval(secs => $4 / 1000.0), updated_at = now() \
-         FROM due, events e, webhook_endpoints w \
-         WHERE d.event_id = due.event_id AND d.endpoint_id = due.endpoint_id \
-           AND e.id = d.event_id AND w.id = d.endpoint_id \
-         RETURNING d.event_id, d.endpoint_id, d.attempts AS attempt, e.type AS event_type, e.created_at, \
-           e.data::text AS data, w.url, w.secret",
+           WHERE w.is_active), \
+         claimed AS (UPDATE webhook_deliveries d SET attempts = d.attempts + 1, \
+           leased_until = now() + make_interval(secs => $4 / 1000.0) \
+           WHERE d.ctid = ANY(ARRAY(SELECT tid FROM due)) \
+           RETURNING d.event_id, d.endpoint_id, d.attempts) \
+         SELECT c.event_id, c.endpoint_id, c.attempts AS attempt, e.type AS event_type, e.created_at, \
+           e.data::text AS data, w.url, w.secret \
+         FROM claimed c JOIN events e ON e.id = c.event_id JOIN webhook_endpoints w ON w.id = c.endpoint_id",
     )
     .bind::<Int4, _>(max_in_flight)
     .bind::<Array<Int8>, _>(busy.0)
@@ -352,8 +354,10 @@ pub struct Attempt {
 }
 
 /// Records finished attempts and their deliveries' new state, in one
-/// statement. A delivery is updated only if it is still at the attempt
-/// recorded (a lease that ran out meanwhile let another instance claim it).
+/// statement: a delivered one is deleted, a failed one waits for its next
+/// attempt or is given up. A delivery changes only if it is still at the
+/// attempt recorded (a lease that ran out meanwhile let another instance
+/// claim it again).
 pub async fn record(conn: &mut AsyncPgConnection, attempts: &[Attempt]) -> QueryResult<()> {
     if attempts.is_empty() {
         return Ok(());
@@ -389,10 +393,14 @@ pub async fn record(conn: &mut AsyncPgConnection, attempts: &[Attempt]) -> Query
            AS v(event_id, endpoint_id, attempt, status_code, error, duration_ms, started_at, status, next_at)), \
          a AS (INSERT INTO webhook_attempts (event_id, endpoint_id, attempt, status_code, error, duration_ms, \
            created_at) SELECT event_id, endpoint_id, attempt, status_code, error, duration_ms, started_at FROM v \
-           ON CONFLICT DO NOTHING RETURNING 1) \
+           WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = v.endpoint_id) \
+           ON CONFLICT DO NOTHING RETURNING 1), \
+         done AS (DELETE FROM webhook_deliveries d USING v WHERE v.status = 'delivered' \
+           AND d.event_id = v.event_id AND d.endpoint_id = v.endpoint_id AND d.attempts = v.attempt RETURNING 1) \
          UPDATE webhook_deliveries d SET status = v.status, \
-           next_attempt_at = coalesce(v.next_at, d.next_attempt_at), updated_at = now() \
-         FROM v WHERE d.event_id = v.event_id AND d.endpoint_id = v.endpoint_id AND d.attempts = v.attempt",
+           next_attempt_at = coalesce(v.next_at, d.next_attempt_at), leased_until = '-infinity', updated_at = now() \
+         FROM v WHERE v.status <> 'delivered' \
+           AND d.event_id = v.event_id AND d.endpoint_id = v.endpoint_id AND d.attempts = v.attempt",
     )
     .bind::<Array<SqlUuid>, _>(event_ids)
     .bind::<Array<Int8>, _>(endpoint_ids)
@@ -408,42 +416,56 @@ pub async fn record(conn: &mut AsyncPgConnection, attempts: &[Attempt]) -> Query
     Ok(())
 }
 
+/// The smallest UUIDv7 of `at`'s millisecond: every event id below it was
+/// written before.
+fn first_id_at(at: DateTime<Utc>) -> Uuid {
+    let ms = u128::try_from(at.timestamp_millis().max(0)).unwrap_or(0);
+    Uuid::from_u128(ms << 80)
+}
+
+/// When a UUIDv7 event id was written.
+pub fn written_at(id: Uuid) -> Option<DateTime<Utc>> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
 /// Deletes up to `limit` events written before `before` that nothing waits
 /// for any more (no pending delivery, published), with their deliveries
 /// and attempts. Returns how many.
 pub async fn prune(conn: &mut AsyncPgConnection, before: DateTime<Utc>, limit: i64) -> QueryResult<usize> {
     diesel::sql_query(
-        "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
+        "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.id < $1 \
            AND NOT e.unpublished AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
              WHERE d.event_id = e.id AND d.status = 'pending') \
-           ORDER BY e.created_at LIMIT $2)",
+           ORDER BY e.id LIMIT $2)",
     )
-    .bind::<Timestamptz, _>(before)
+    .bind::<SqlUuid, _>(first_id_at(before))
     .bind::<BigInt, _>(limit)
     .execute(conn)
     .await
 }
 
-/// What `/metrics` reports about the outbox.
+/// What `/metrics` reports about the outbox: pending counts and the oldest
+/// pending event ids (UUIDv7, so their time is known).
 #[derive(Debug, QueryableByName)]
 pub struct Backlog {
     #[diesel(sql_type = BigInt)]
     pub deliveries: i64,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub oldest_delivery: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub oldest_delivery: Option<Uuid>,
     #[diesel(sql_type = BigInt)]
     pub unpublished: i64,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub oldest_unpublished: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub oldest_unpublished: Option<Uuid>,
 }
 
 pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Backlog> {
     diesel::sql_query(
         "SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS deliveries, \
-           (SELECT min(e.created_at) FROM webhook_deliveries d JOIN events e ON e.id = d.event_id \
-             WHERE d.status = 'pending') AS oldest_delivery, \
+           (SELECT event_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY event_id LIMIT 1) \
+             AS oldest_delivery, \
            (SELECT count(*) FROM events WHERE unpublished) AS unpublished, \
-           (SELECT min(created_at) FROM events WHERE unpublished) AS oldest_unpublished",
+           (SELECT id FROM events WHERE unpublished ORDER BY id LIMIT 1) AS oldest_unpublished",
     )
     .get_result(conn)
     .await
@@ -454,10 +476,27 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Backlog> {
 /// deactivated past `webhooks.max_age_secs`.
 pub async fn fail_expired(conn: &mut AsyncPgConnection, written_before: DateTime<Utc>) -> QueryResult<usize> {
     diesel::sql_query(
-        "UPDATE webhook_deliveries d SET status = 'failed', updated_at = now() FROM events e \
-         WHERE d.status = 'pending' AND e.id = d.event_id AND e.created_at < $1",
+        "UPDATE webhook_deliveries SET status = 'failed', updated_at = now() \
+         WHERE status = 'pending' AND event_id < $1",
     )
-    .bind::<Timestamptz, _>(written_before)
+    .bind::<SqlUuid, _>(first_id_at(written_before))
     .execute(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_order_by_time_and_tell_it() {
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        let cut = first_id_at(now - chrono::Duration::seconds(1));
+        assert!(cut < id);
+        assert!(first_id_at(now + chrono::Duration::seconds(1)) > id);
+        let at = written_at(id).expect("v7 timestamp");
+        assert!((at - now).num_milliseconds().abs() < 1000);
+        assert_eq!(written_at(Uuid::new_v4()), None);
+    }
 }

@@ -18,7 +18,7 @@ use std::{
 
 use actix::prelude::*;
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -526,10 +526,17 @@ impl Delivery {
     }
 
     async fn backlog(&mut self) {
-        let Ok(mut conn) = self.pool.get().await else { return };
-        let Ok(b) = webhook::backlog(&mut conn).await else { return };
-        let age = |t: Option<DateTime<Utc>>| {
-            t.map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+        let backlog = match self.pool.get().await {
+            Ok(mut conn) => webhook::backlog(&mut conn).await.map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::Error::from(e)),
+        };
+        let b = match backlog {
+            Ok(b) => b,
+            Err(e) => return self.failed("reading the backlog", e),
+        };
+        let age = |id: Option<Uuid>| {
+            id.and_then(webhook::written_at)
+                .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
         };
         let m = &self.metrics;
         m.events_pending.with_label_values(&["webhooks"]).set(b.deliveries);
