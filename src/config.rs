@@ -452,7 +452,9 @@ impl Settings {
             ));
         }
         if self.events.publish_batch < 1 {
-            return Err(SettingsError::Invalid("events.publish_batch must be positive".into()));
+            return Err(SettingsError::Invalid(
+                "events.publish_batch must be positive".into(),
+            ));
         }
         if self.events.nats_url().is_some() {
             let subject = &self.events.nats_subject_prefix;

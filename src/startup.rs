@@ -166,15 +166,29 @@ impl Application {
                 cursors.clone(),
             );
             Supervisor::start_in_arbiter(&events_arbiter.handle(), move |_| {
-                WebhookActor::new(pool("webhooks", size, None), webhook_settings, outbox, metrics, cursors)
+                WebhookActor::new(
+                    pool("webhooks", size, None),
+                    webhook_settings,
+                    outbox,
+                    metrics,
+                    cursors,
+                )
             })
         };
         if let Some(url) = nats_url {
             let (pool, size) = (pool.clone(), pools.jetstream.max_size);
-            let (event_settings, outbox, metrics) = (settings.events.clone(), outbox.clone(), metrics.clone());
+            let (event_settings, outbox, metrics) =
+                (settings.events.clone(), outbox.clone(), metrics.clone());
             let poll = Duration::from_millis(settings.webhooks.poll_interval_ms);
             Supervisor::start_in_arbiter(&events_arbiter.handle(), move |_| {
-                JetStreamActor::new(pool("jetstream", size, None), url, event_settings, poll, outbox, metrics)
+                JetStreamActor::new(
+                    pool("jetstream", size, None),
+                    url,
+                    event_settings,
+                    poll,
+                    outbox,
+                    metrics,
+                )
             });
         }
 
@@ -215,7 +229,13 @@ impl Application {
             );
             let size = pools.order.max_size;
             Supervisor::start_in_arbiter(&order_arbiter.handle(), move |_| {
-                OrderActor::new(pool("order", size, None), outbox, inventory, cursors, order_settings)
+                OrderActor::new(
+                    pool("order", size, None),
+                    outbox,
+                    inventory,
+                    cursors,
+                    order_settings,
+                )
             })
         };
 

@@ -967,7 +967,12 @@ impl Watch {
             out.insert("webhook_all_delivered".into(), json!(events >= created));
             out.insert("webhook_lag_after_end_secs".into(), json!(lag));
             let (status, body) = api
-                .call(reqwest::Method::DELETE, &format!("/api/v1/webhooks/{id}"), Some(admin), None)
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/webhooks/{id}"),
+                    Some(admin),
+                    None,
+                )
                 .await?;
             if status != 200 {
                 bail!("deleting the webhook endpoint answered {status}: {body}");

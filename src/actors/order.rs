@@ -401,25 +401,25 @@ impl Handler<ChangeStatus> for OrderActor {
             // Conditional on the status read above: a concurrent change wins
             // and this one is refused. Its event commits with it.
             let sink = outbox.sink();
-            let (order, events) =
-                AsyncConnection::transaction::<_, AppError, _>(&mut *conn, async move |conn: &mut AsyncPgConnection| {
-                    {
-                        let order = order::transition(conn, id, from, status)
-                            .await?
-                            .ok_or_else(invalid)?;
-                        let receivers = event::current_receivers(conn, sink).await?;
-                        let mut events = NewEvents::new(receivers, sink);
-                        events.push(EventType::OrderStatusChanged, &order)?;
-                        let n = InsertEvents {
-                            events,
-                            now: order.updated_at,
-                        }
-                        .run(conn)
-                        .await?;
-                        Ok((order, n))
+            let (order, events) = AsyncConnection::transaction::<_, AppError, _>(
+                &mut *conn,
+                async move |conn: &mut AsyncPgConnection| {
+                    let order = order::transition(conn, id, from, status)
+                        .await?
+                        .ok_or_else(invalid)?;
+                    let receivers = event::current_receivers(conn, sink).await?;
+                    let mut events = NewEvents::new(receivers, sink);
+                    events.push(EventType::OrderStatusChanged, &order)?;
+                    let n = InsertEvents {
+                        events,
+                        now: order.updated_at,
                     }
-                })
-                .await?;
+                    .run(conn)
+                    .await?;
+                    Ok((order, n))
+                },
+            )
+            .await?;
             outbox.committed(events as usize);
             Ok(order)
         })

@@ -136,7 +136,9 @@ mod tests {
 
     #[test]
     fn sets_hold_what_was_put_in() {
-        let set: EventTypes = [EventType::OrderCreated, EventType::ProductSoldOut].into_iter().collect();
+        let set: EventTypes = [EventType::OrderCreated, EventType::ProductSoldOut]
+            .into_iter()
+            .collect();
         assert!(set.contains(EventType::OrderCreated));
         assert!(set.contains(EventType::ProductSoldOut));
         assert!(!set.contains(EventType::OrderStatusChanged));
@@ -144,6 +146,8 @@ mod tests {
         let sink = EventTypes::all_but_ping();
         assert!(!sink.contains(EventType::Ping));
         assert!(EventType::ALL[..8].iter().all(|t| sink.contains(*t)));
-        assert!(EventTypes::default().union(set).contains(EventType::ProductSoldOut));
+        assert!(EventTypes::default()
+            .union(set)
+            .contains(EventType::ProductSoldOut));
     }
 }

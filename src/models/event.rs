@@ -47,7 +47,8 @@ impl NewEvents {
     /// Adds an event of type `t`, unless nobody receives that type.
     pub fn push(&mut self, t: EventType, data: &impl Serialize) -> Result<(), AppError> {
         if self.receivers.contains(t) || self.endpoint.is_some() {
-            self.data.push(serde_json::to_string(data).map_err(AppError::internal)?);
+            self.data
+                .push(serde_json::to_string(data).map_err(AppError::internal)?);
             self.types.push(t);
             // Time-ordered ids keep the primary key's inserts at its end.
             self.ids.push(Uuid::now_v7());

@@ -107,7 +107,13 @@ impl Receiver {
 
     /// Most requests to `path` in flight at once.
     pub fn max_in_flight(&self, path: &str) -> usize {
-        self.seen.lock().expect("lock").per_path_max.get(path).copied().unwrap_or(0)
+        self.seen
+            .lock()
+            .expect("lock")
+            .per_path_max
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Waits until `done` holds for the requests to `path` (or `secs` pass).
@@ -185,7 +191,11 @@ pub fn ok() -> impl Fn(&str, usize) -> (u16, Duration) + Send + Sync + 'static {
 /// Creates an endpoint; returns (id, secret).
 pub async fn endpoint(app: &TestApp, admin: &str, url: &str, events: &[&str]) -> (i64, String) {
     let r = app
-        .post("/api/v1/webhooks", Some(admin), json!({"url": url, "events": events}))
+        .post(
+            "/api/v1/webhooks",
+            Some(admin),
+            json!({"url": url, "events": events}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     (
@@ -214,8 +224,16 @@ async fn endpoints_are_admin_only_show_their_secret_once_and_check_their_input()
     let user = app.user("user@example.com").await.access;
     let body = json!({"url": "https://example.com/hook", "events": ["order.created"], "description": "ERP"});
 
-    assert_eq!(app.post("/api/v1/webhooks", Some(&user), body.clone()).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.get("/api/v1/webhooks", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.post("/api/v1/webhooks", Some(&user), body.clone())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/api/v1/webhooks", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     let created = app.post("/api/v1/webhooks", Some(&admin), body).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
@@ -248,12 +266,21 @@ async fn endpoints_are_admin_only_show_their_secret_once_and_check_their_input()
         )
         .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.text);
-    assert_eq!(updated.data()["events"], json!(["order.created", "product.sold_out"]));
+    assert_eq!(
+        updated.data()["events"],
+        json!(["order.created", "product.sold_out"])
+    );
     assert_eq!(updated.data()["is_active"], false);
     assert_eq!(updated.data()["description"], Value::Null);
     assert!(updated.data().get("secret").is_none());
 
-    let rotated = app.post(&format!("/api/v1/webhooks/{id}/rotate-secret"), Some(&admin), json!({})).await;
+    let rotated = app
+        .post(
+            &format!("/api/v1/webhooks/{id}/rotate-secret"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
     assert_eq!(rotated.status, StatusCode::OK);
     let new_secret = rotated.data()["secret"].as_str().expect("secret");
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
@@ -270,21 +297,39 @@ async fn endpoints_are_admin_only_show_their_secret_once_and_check_their_input()
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
     }
     let r = app
-        .post("/api/v1/webhooks", Some(&admin), json!({"url": "ftp://x/", "events": ["nope"]}))
+        .post(
+            "/api/v1/webhooks",
+            Some(&admin),
+            json!({"url": "ftp://x/", "events": ["nope"]}),
+        )
         .await;
     let fields = r.error_fields();
     assert!(fields.iter().any(|f| f.starts_with("events")), "{fields:?}");
 
-    assert_eq!(app.delete(&format!("/api/v1/webhooks/{id}"), Some(&admin)).await.status, StatusCode::OK);
+    assert_eq!(
+        app.delete(&format!("/api/v1/webhooks/{id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::OK
+    );
     for path in ["", "/deliveries"] {
-        let r = app.get(&format!("/api/v1/webhooks/{id}{path}"), Some(&admin)).await;
+        let r = app
+            .get(&format!("/api/v1/webhooks/{id}{path}"), Some(&admin))
+            .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
     }
     for path in ["/rotate-secret", "/ping"] {
-        let r = app.post(&format!("/api/v1/webhooks/{id}{path}"), Some(&admin), json!({})).await;
+        let r = app
+            .post(&format!("/api/v1/webhooks/{id}{path}"), Some(&admin), json!({}))
+            .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
     }
-    assert_eq!(app.delete(&format!("/api/v1/webhooks/{id}"), Some(&admin)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.delete(&format!("/api/v1/webhooks/{id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[actix_web::test]
@@ -299,7 +344,11 @@ async fn private_targets_are_refused_unless_allowed() {
         "http://169.254.169.254/latest",
     ] {
         let r = app
-            .post("/api/v1/webhooks", Some(&admin), json!({"url": url, "events": ["order.created"]}))
+            .post(
+                "/api/v1/webhooks",
+                Some(&admin),
+                json!({"url": url, "events": ["order.created"]}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.text);
         assert_eq!(r.error_fields(), vec!["url".to_owned()]);
@@ -314,11 +363,19 @@ async fn private_targets_are_refused_unless_allowed() {
         "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     ));
     let id = app.db.count_of("SELECT max(id) FROM webhook_endpoints");
-    let r = app.post(&format!("/api/v1/webhooks/{id}/ping"), Some(&admin), json!({})).await;
+    let r = app
+        .post(&format!("/api/v1/webhooks/{id}/ping"), Some(&admin), json!({}))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let attempts = wait_for_attempts(&app, &admin, id, 1).await;
     assert_eq!(attempts[0]["status_code"], Value::Null);
-    assert!(attempts[0]["error"].as_str().unwrap_or_default().contains("private"), "{attempts:?}");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("private"),
+        "{attempts:?}"
+    );
     assert!(receiver.requests().is_empty());
 }
 
@@ -326,7 +383,12 @@ async fn private_targets_are_refused_unless_allowed() {
 async fn wait_for_attempts(app: &TestApp, admin: &str, id: i64, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=100"), Some(admin)).await;
+        let r = app
+            .get(
+                &format!("/api/v1/webhooks/{id}/deliveries?limit=100"),
+                Some(admin),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         let items = r.data()["items"].as_array().cloned().unwrap_or_default();
         if items.len() >= n || Instant::now() > deadline {
@@ -344,7 +406,13 @@ async fn orders_are_delivered_signed_and_a_refused_order_makes_no_event() {
     let buyer = app.user("buyer@example.com").await.access;
     let product = app.product(&admin, "Lamp", "20.00", 2).await;
     let receiver = Receiver::start(ok());
-    let (id, secret) = endpoint(&app, &admin, &receiver.url("/hook"), &["order.created", "product.sold_out"]).await;
+    let (id, secret) = endpoint(
+        &app,
+        &admin,
+        &receiver.url("/hook"),
+        &["order.created", "product.sold_out"],
+    )
+    .await;
 
     let first = order(&app, &buyer, product, 1).await;
     let second = order(&app, &buyer, product, 1).await;
@@ -358,8 +426,14 @@ async fn orders_are_delivered_signed_and_a_refused_order_makes_no_event() {
     let got = receiver.on("/hook");
     assert_eq!(got.len(), 3, "{got:?}");
     let created = of_type(&got, "order.created");
-    let ids: HashSet<i64> = created.iter().map(|r| r.json()["data"]["id"].as_i64().expect("id")).collect();
-    let placed: HashSet<i64> = [&first, &second].iter().map(|r| r.data()["id"].as_i64().expect("id")).collect();
+    let ids: HashSet<i64> = created
+        .iter()
+        .map(|r| r.json()["data"]["id"].as_i64().expect("id"))
+        .collect();
+    let placed: HashSet<i64> = [&first, &second]
+        .iter()
+        .map(|r| r.data()["id"].as_i64().expect("id"))
+        .collect();
     assert_eq!(ids, placed, "exactly the two placed orders, nothing for the 409");
     let one = created[0].json();
     assert_eq!(one["data"]["items"][0]["product_id"], product);
@@ -367,7 +441,10 @@ async fn orders_are_delivered_signed_and_a_refused_order_makes_no_event() {
     assert!(chrono::DateTime::parse_from_rfc3339(one["timestamp"].as_str().expect("timestamp")).is_ok());
     let sold_out = of_type(&got, "product.sold_out");
     assert_eq!(sold_out.len(), 1);
-    assert_eq!(sold_out[0].json()["data"], json!({"product_id": product, "stock_quantity": 0}));
+    assert_eq!(
+        sold_out[0].json()["data"],
+        json!({"product_id": product, "stock_quantity": 0})
+    );
     for r in &got {
         assert!(r.verifies_with(&secret), "signature of {r:?}");
         assert!(!r.verifies_with("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
@@ -378,7 +455,10 @@ async fn orders_are_delivered_signed_and_a_refused_order_makes_no_event() {
     assert_eq!(app.db.count_of("SELECT count(*) FROM events"), 3);
 
     let attempts = wait_for_attempts(&app, &admin, id, 3).await;
-    let listed: HashSet<String> = attempts.iter().map(|a| a["event_id"].as_str().expect("id").to_owned()).collect();
+    let listed: HashSet<String> = attempts
+        .iter()
+        .map(|a| a["event_id"].as_str().expect("id").to_owned())
+        .collect();
     let sent: HashSet<String> = got.iter().map(|r| r.id.clone()).collect();
     assert_eq!(listed, sent, "event_id is the webhook-id");
     for a in &attempts {
@@ -388,10 +468,15 @@ async fn orders_are_delivered_signed_and_a_refused_order_makes_no_event() {
         assert!(a["duration_ms"].as_i64().is_some());
         assert!(["order.created", "product.sold_out"].contains(&a["event_type"].as_str().expect("type")));
     }
-    let page = app.get(&format!("/api/v2/webhooks/{id}/deliveries?limit=2"), Some(&admin)).await;
+    let page = app
+        .get(&format!("/api/v2/webhooks/{id}/deliveries?limit=2"), Some(&admin))
+        .await;
     let cursor = page.data()["next_cursor"].as_str().expect("cursor").to_owned();
     let rest = app
-        .get(&format!("/api/v2/webhooks/{id}/deliveries?limit=2&cursor={cursor}"), Some(&admin))
+        .get(
+            &format!("/api/v2/webhooks/{id}/deliveries?limit=2&cursor={cursor}"),
+            Some(&admin),
+        )
         .await;
     assert_eq!(rest.data()["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(rest.data()["next_cursor"], Value::Null);
@@ -413,12 +498,18 @@ async fn changes_nobody_receives_write_no_events() {
 
     // Inactive endpoints receive nothing new either.
     let r = app
-        .put(&format!("/api/v1/webhooks/{id}"), Some(&admin), json!({"events": ["order.created"], "is_active": false}))
+        .put(
+            &format!("/api/v1/webhooks/{id}"),
+            Some(&admin),
+            json!({"events": ["order.created"], "is_active": false}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(order(&app, &buyer, product, 1).await.status, StatusCode::CREATED);
     assert_eq!(app.db.count_of("SELECT count(*) FROM events"), 0);
-    let r = app.post(&format!("/api/v1/webhooks/{id}/ping"), Some(&admin), json!({})).await;
+    let r = app
+        .post(&format!("/api/v1/webhooks/{id}/ping"), Some(&admin), json!({}))
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
 }
 
@@ -451,49 +542,81 @@ async fn every_event_type_reports_its_change() {
     let released = hold(600).await;
     assert_eq!(released.status, StatusCode::CREATED, "{}", released.text);
     let released_id = released.data()["id"].as_str().expect("id").to_owned();
-    let r = app.delete(&format!("/api/v1/reservations/{released_id}"), Some(&buyer)).await;
+    let r = app
+        .delete(&format!("/api/v1/reservations/{released_id}"), Some(&buyer))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     // Hold it again and let it expire.
     let expired = hold(1).await;
     let expired_id = expired.data()["id"].as_str().expect("id").to_owned();
     receiver
-        .wait_for("/all", 10, |r| r.iter().any(|r| r.json()["type"] == "reservation.expired"))
+        .wait_for("/all", 10, |r| {
+            r.iter().any(|r| r.json()["type"] == "reservation.expired")
+        })
         .await;
     // Hold and confirm: an order. Then cancel it: its status changes.
     let confirmed = hold(600).await;
     let confirmed_id = confirmed.data()["id"].as_str().expect("id").to_owned();
-    let r = app.post(&format!("/api/v1/reservations/{confirmed_id}/confirm"), Some(&buyer), json!({})).await;
+    let r = app
+        .post(
+            &format!("/api/v1/reservations/{confirmed_id}/confirm"),
+            Some(&buyer),
+            json!({}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let order_id = r.data()["id"].as_i64().expect("order id");
     let r = app
-        .patch(&format!("/api/v1/orders/{order_id}/status"), Some(&admin), json!({"status": "paid"}))
+        .patch(
+            &format!("/api/v1/orders/{order_id}/status"),
+            Some(&admin),
+            json!({"status": "paid"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = app
-        .patch(&format!("/api/v1/orders/{order_id}/status"), Some(&admin), json!({"status": "cancelled"}))
+        .patch(
+            &format!("/api/v1/orders/{order_id}/status"),
+            Some(&admin),
+            json!({"status": "cancelled"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
     let got = receiver
         .wait_for("/all", 10, |r| of_type(r, "order.status_changed").len() >= 2)
         .await;
-    let types: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned()).collect();
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
     for t in all {
         assert!(types.iter().any(|x| x == t), "no {t} in {types:?}");
     }
-    let data_of = |t: &str| -> Vec<Value> { of_type(&got, t).iter().map(|r| r.json()["data"].clone()).collect() };
+    let data_of = |t: &str| -> Vec<Value> {
+        of_type(&got, t)
+            .iter()
+            .map(|r| r.json()["data"].clone())
+            .collect()
+    };
     assert_eq!(data_of("reservation.released")[0]["id"], released_id.as_str());
     assert_eq!(data_of("reservation.released")[0]["status"], "released");
     assert_eq!(data_of("reservation.expired")[0]["id"], expired_id.as_str());
     assert_eq!(data_of("reservation.confirmed")[0]["order_id"], order_id);
     assert_eq!(data_of("order.created")[0]["id"], order_id);
-    let statuses: Vec<Value> = data_of("order.status_changed").iter().map(|d| d["status"].clone()).collect();
+    let statuses: Vec<Value> = data_of("order.status_changed")
+        .iter()
+        .map(|d| d["status"].clone())
+        .collect();
     assert_eq!(statuses, vec![json!("paid"), json!("cancelled")]);
     // Three holds took the last unit; the release, the expiry and the
     // cancellation each put it back.
     assert_eq!(data_of("product.sold_out").len(), 3, "{types:?}");
     assert_eq!(data_of("product.back_in_stock").len(), 3, "{types:?}");
-    assert_eq!(data_of("product.back_in_stock")[0], json!({"product_id": product, "stock_quantity": 1}));
+    assert_eq!(
+        data_of("product.back_in_stock")[0],
+        json!({"product_id": product, "stock_quantity": 1})
+    );
 }
 
 #[actix_web::test]
@@ -502,12 +625,24 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_body_and_signed_with_t
     let admin = app.user_with_role("admin@example.com", "admin").await.access;
     let buyer = app.user("buyer@example.com").await.access;
     let product = app.product(&admin, "Lamp", "20.00", 5).await;
-    let receiver = Receiver::start(|_, earlier| if earlier == 0 { (500, Duration::ZERO) } else { (200, Duration::ZERO) });
+    let receiver = Receiver::start(|_, earlier| {
+        if earlier == 0 {
+            (500, Duration::ZERO)
+        } else {
+            (200, Duration::ZERO)
+        }
+    });
     let (id, secret) = endpoint(&app, &admin, &receiver.url("/flaky"), &["order.created"]).await;
     assert_eq!(order(&app, &buyer, product, 1).await.status, StatusCode::CREATED);
     let first = receiver.wait_for("/flaky", 5, |r| !r.is_empty()).await;
     assert!(first[0].verifies_with(&secret));
-    let rotated = app.post(&format!("/api/v1/webhooks/{id}/rotate-secret"), Some(&admin), json!({})).await;
+    let rotated = app
+        .post(
+            &format!("/api/v1/webhooks/{id}/rotate-secret"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
     let new_secret = rotated.data()["secret"].as_str().expect("secret").to_owned();
 
     let got = receiver.wait_for("/flaky", 10, |r| r.len() >= 2).await;
@@ -543,7 +678,9 @@ async fn redirects_are_recorded_not_followed_and_timeouts_have_no_status() {
     let (moved, _) = endpoint(&app, &admin, &receiver.url("/moved"), &["order.created"]).await;
     let (slow, _) = endpoint(&app, &admin, &receiver.url("/slow"), &["order.created"]).await;
     for id in [moved, slow] {
-        let r = app.post(&format!("/api/v1/webhooks/{id}/ping"), Some(&admin), json!({})).await;
+        let r = app
+            .post(&format!("/api/v1/webhooks/{id}/ping"), Some(&admin), json!({}))
+            .await;
         assert_eq!(r.status, StatusCode::ACCEPTED);
         assert!(uuid::Uuid::parse_str(r.data()["event_id"].as_str().expect("event id")).is_ok());
     }
@@ -552,7 +689,13 @@ async fn redirects_are_recorded_not_followed_and_timeouts_have_no_status() {
     assert_eq!(redirected[0]["event_type"], "ping");
     let timed_out = wait_for_attempts(&app, &admin, slow, 1).await;
     assert_eq!(timed_out[0]["status_code"], Value::Null);
-    assert!(timed_out[0]["error"].as_str().unwrap_or_default().contains("timed out"), "{timed_out:?}");
+    assert!(
+        timed_out[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{timed_out:?}"
+    );
     let ms = timed_out[0]["duration_ms"].as_i64().expect("duration");
     assert!((550..2000).contains(&ms), "duration {ms} ms, timeout 600 ms");
     assert!(receiver.on("/elsewhere").is_empty(), "the redirect was followed");
@@ -572,7 +715,9 @@ async fn a_ping_goes_to_its_endpoint_alone() {
     let receiver = Receiver::start(ok());
     let (one, secret) = endpoint(&app, &admin, &receiver.url("/one"), &["ping"]).await;
     endpoint(&app, &admin, &receiver.url("/two"), &["ping", "order.created"]).await;
-    let r = app.post(&format!("/api/v1/webhooks/{one}/ping"), Some(&admin), json!({})).await;
+    let r = app
+        .post(&format!("/api/v1/webhooks/{one}/ping"), Some(&admin), json!({}))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let got = receiver.wait_for("/one", 5, |r| !r.is_empty()).await;
     assert_eq!(got.len(), 1);
@@ -624,9 +769,19 @@ async fn a_hanging_receiver_slows_neither_orders_nor_other_endpoints() {
     endpoint(&app, &admin, &receiver.url("/hang"), &["order.created"]).await;
     endpoint(&app, &admin, &receiver.url("/fine"), &["order.created"]).await;
     let (busy, busy_p99) = burst().await;
-    let fine = receiver.wait_for("/fine", 10, |r| r.len() >= ORDERS / 16 * 16).await;
-    assert_eq!(fine.len(), ORDERS / 16 * 16, "the healthy endpoint got every order at once");
-    assert!(receiver.max_in_flight("/hang") <= 4, "{}", receiver.max_in_flight("/hang"));
+    let fine = receiver
+        .wait_for("/fine", 10, |r| r.len() >= ORDERS / 16 * 16)
+        .await;
+    assert_eq!(
+        fine.len(),
+        ORDERS / 16 * 16,
+        "the healthy endpoint got every order at once"
+    );
+    assert!(
+        receiver.max_in_flight("/hang") <= 4,
+        "{}",
+        receiver.max_in_flight("/hang")
+    );
     assert!(!receiver.on("/hang").is_empty());
     // Generous bounds against a loaded CI machine: what fails here is a
     // burst that waits for the hanging receiver (30 s).
@@ -669,12 +824,22 @@ async fn two_instances_deliver_every_event_and_never_one_event_at_the_same_momen
     .collect();
     let got = receiver
         .wait_for("/both", 30, |r| {
-            r.iter().map(|r| r.json()["data"]["id"].as_i64()).collect::<HashSet<_>>().len() >= ORDERS
+            r.iter()
+                .map(|r| r.json()["data"]["id"].as_i64())
+                .collect::<HashSet<_>>()
+                .len()
+                >= ORDERS
         })
         .await;
-    let delivered: HashSet<i64> = got.iter().filter_map(|r| r.json()["data"]["id"].as_i64()).collect();
+    let delivered: HashSet<i64> = got
+        .iter()
+        .filter_map(|r| r.json()["data"]["id"].as_i64())
+        .collect();
     assert_eq!(delivered, placed.into_iter().collect::<HashSet<_>>());
-    assert!(got.iter().all(|r| !r.overlapped), "an event was delivered by two at the same moment");
+    assert!(
+        got.iter().all(|r| !r.overlapped),
+        "an event was delivered by two at the same moment"
+    );
     assert!(receiver.max_in_flight("/both") > 8, "only one instance delivered");
     assert!(receiver.max_in_flight("/both") <= 16);
 }
@@ -715,11 +880,23 @@ async fn delivery_resumes_by_itself_after_the_database_drops_every_connection() 
     assert!(placed.len() > 300, "only {} orders placed", placed.len());
     let got = receiver
         .wait_for("/hook", 30, |r| {
-            r.iter().filter_map(|r| r.json()["data"]["id"].as_i64()).collect::<HashSet<_>>().len() >= placed.len()
+            r.iter()
+                .filter_map(|r| r.json()["data"]["id"].as_i64())
+                .collect::<HashSet<_>>()
+                .len()
+                >= placed.len()
         })
         .await;
-    let delivered: HashSet<i64> = got.iter().filter_map(|r| r.json()["data"]["id"].as_i64()).collect();
-    assert!(placed.is_subset(&delivered), "{} of {} delivered", placed.intersection(&delivered).count(), placed.len());
+    let delivered: HashSet<i64> = got
+        .iter()
+        .filter_map(|r| r.json()["data"]["id"].as_i64())
+        .collect();
+    assert!(
+        placed.is_subset(&delivered),
+        "{} of {} delivered",
+        placed.intersection(&delivered).count(),
+        placed.len()
+    );
 }
 
 #[actix_web::test]
@@ -738,11 +915,25 @@ async fn metrics_report_the_backlog_attempts_and_latency_and_old_events_are_prun
         assert_eq!(order(&app, &buyer, product, 1).await.status, StatusCode::CREATED);
     }
     receiver.wait_for("/hook", 5, |r| r.len() >= 3).await;
-    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("metrics");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics");
     let text = metrics.text().await.expect("text");
-    assert!(text.contains("storefront_webhook_attempts_total{outcome=\"delivered\"} 3"), "{text}");
-    assert!(text.contains("storefront_webhook_delivery_latency_seconds_count 3"), "{text}");
-    for name in ["storefront_events_pending{sink=\"webhooks\"}", "storefront_events_oldest_pending_age_seconds{sink=\"webhooks\"}"] {
+    assert!(
+        text.contains("storefront_webhook_attempts_total{outcome=\"delivered\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("storefront_webhook_delivery_latency_seconds_count 3"),
+        "{text}"
+    );
+    for name in [
+        "storefront_events_pending{sink=\"webhooks\"}",
+        "storefront_events_oldest_pending_age_seconds{sink=\"webhooks\"}",
+    ] {
         assert!(text.contains(name), "{name} missing");
     }
     // Delivered and older than a second: pruned within a few seconds.
@@ -798,7 +989,12 @@ impl Stream {
             .await
             .expect("consumer");
         let mut out = Vec::new();
-        let mut batch = consumer.fetch().max_messages(total).messages().await.expect("fetch");
+        let mut batch = consumer
+            .fetch()
+            .max_messages(total)
+            .messages()
+            .await
+            .expect("fetch");
         while let Some(Ok(m)) = batch.next().await {
             let id = m
                 .headers
@@ -806,7 +1002,11 @@ impl Stream {
                 .and_then(|h| h.get("Nats-Msg-Id"))
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default();
-            out.push((m.subject.to_string(), id, serde_json::from_slice(&m.payload).unwrap_or(Value::Null)));
+            out.push((
+                m.subject.to_string(),
+                id,
+                serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
+            ));
         }
         out
     }
@@ -865,10 +1065,15 @@ async fn the_jetstream_sink_publishes_every_event_with_its_id_and_a_consumer_rea
         .iter()
         .filter(|(s, ..)| *s == format!("{}.order.created", stream.prefix))
         .collect();
-    let ids: HashSet<i64> = created.iter().filter_map(|(_, _, b)| b["data"]["id"].as_i64()).collect();
+    let ids: HashSet<i64> = created
+        .iter()
+        .filter_map(|(_, _, b)| b["data"]["id"].as_i64())
+        .collect();
     assert_eq!(ids, placed);
-    assert!(messages.iter().any(|(s, _, b)| *s == format!("{}.product.sold_out", stream.prefix)
-        && b["data"]["stock_quantity"] == 0));
+    assert!(messages
+        .iter()
+        .any(|(s, _, b)| *s == format!("{}.product.sold_out", stream.prefix)
+            && b["data"]["stock_quantity"] == 0));
     let stored: HashSet<String> = app
         .db
         .texts("SELECT id::text AS name FROM events")
@@ -876,7 +1081,10 @@ async fn the_jetstream_sink_publishes_every_event_with_its_id_and_a_consumer_rea
         .collect();
     let published: HashSet<String> = messages.iter().map(|(_, id, _)| id.clone()).collect();
     assert_eq!(published, stored, "Nats-Msg-Id is the event id");
-    assert_eq!(app.db.count_of("SELECT count(*) FROM events WHERE unpublished"), 0);
+    assert_eq!(
+        app.db.count_of("SELECT count(*) FROM events WHERE unpublished"),
+        0
+    );
 }
 
 /// kill -9 in the middle of a flash sale with a webhook endpoint and the
@@ -887,7 +1095,9 @@ async fn after_kill_9_mid_sale_every_acknowledged_order_is_delivered_and_publish
     let stream = Stream::new().await;
     let db = TestDb::new();
     let settings = test_settings(&db.url);
-    storefront::db::migrate::run_pending(&db.url).await.expect("migrate");
+    storefront::db::migrate::run_pending(&db.url)
+        .await
+        .expect("migrate");
     db.execute("INSERT INTO products (id, name, price, stock_quantity) VALUES (1, 'Hot', 5, 1000000)");
     let shoppers = db.bulk_users(&settings, 32);
     let admin_id: i64 = db.texts(
@@ -910,7 +1120,10 @@ async fn after_kill_9_mid_sale_every_acknowledged_order_is_delivered_and_publish
         ("APP__WEBHOOKS__TIMEOUT_MS", "2000"),
     ];
     let (mut child, base) = start_binary(&db.url, &env, std::process::Stdio::null()).await;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
     let r = http
         .post(format!("{base}/api/v1/webhooks"))
         .bearer_auth(&admin)
@@ -948,7 +1161,11 @@ async fn after_kill_9_mid_sale_every_acknowledged_order_is_delivered_and_publish
     };
     let (clients, _) = tokio::join!(sale, kill);
     let acknowledged: HashSet<i64> = clients.into_iter().flatten().collect();
-    assert!(acknowledged.len() >= 500, "only {} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 500,
+        "only {} acknowledged",
+        acknowledged.len()
+    );
     // Some events were still waiting when the server died.
     let waiting = db.count_of("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
         + db.count_of("SELECT count(*) FROM events WHERE unpublished");
@@ -961,9 +1178,15 @@ async fn after_kill_9_mid_sale_every_acknowledged_order_is_delivered_and_publish
             acknowledged.is_subset(&ids)
         })
         .await;
-    let delivered: HashSet<i64> = got.iter().filter_map(|r| r.json()["data"]["id"].as_i64()).collect();
+    let delivered: HashSet<i64> = got
+        .iter()
+        .filter_map(|r| r.json()["data"]["id"].as_i64())
+        .collect();
     let missing = acknowledged.difference(&delivered).count();
-    assert_eq!(missing, 0, "{missing} acknowledged orders never delivered ({waiting} waiting at the kill)");
+    assert_eq!(
+        missing, 0,
+        "{missing} acknowledged orders never delivered ({waiting} waiting at the kill)"
+    );
     // Duplicates carry the same webhook-id.
     let mut id_of_order: HashMap<i64, String> = HashMap::new();
     for r in &got {

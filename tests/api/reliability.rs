@@ -244,8 +244,10 @@ async fn the_server_recovers_after_a_postgres_restart_under_load() {
             placed.is_subset(&ids)
         })
         .await;
-    let delivered: std::collections::HashSet<i64> =
-        got.iter().filter_map(|r| r.json()["data"]["id"].as_i64()).collect();
+    let delivered: std::collections::HashSet<i64> = got
+        .iter()
+        .filter_map(|r| r.json()["data"]["id"].as_i64())
+        .collect();
     assert_eq!(
         placed.difference(&delivered).count(),
         0,

@@ -158,8 +158,9 @@ impl Sink {
     async fn round(&self, js: &jetstream::Context) -> anyhow::Result<usize> {
         let mut conn = self.pool.get().await?;
         let (limit, prefix) = (self.settings.publish_batch, &self.settings.nats_subject_prefix);
-        AsyncConnection::transaction::<_, anyhow::Error, _>(&mut *conn, async move |conn: &mut diesel_async::AsyncPgConnection| {
-            {
+        AsyncConnection::transaction::<_, anyhow::Error, _>(
+            &mut *conn,
+            async move |conn: &mut diesel_async::AsyncPgConnection| {
                 let events = event::lock_unpublished(conn, limit).await?;
                 if events.is_empty() {
                     return Ok(0);
@@ -183,8 +184,8 @@ impl Sink {
                 let ids: Vec<_> = events.iter().map(|e| e.id).collect();
                 event::mark_published(conn, &ids).await?;
                 Ok(events.len())
-            }
-        })
+            },
+        )
         .await
     }
 }

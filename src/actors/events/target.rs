@@ -126,8 +126,18 @@ mod tests {
     #[test]
     fn private_addresses_are_recognised() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::",
         ] {
             assert!(is_private(ip.parse().expect("ip")), "{ip}");
         }
@@ -143,7 +153,12 @@ mod tests {
         assert!(parse_url("ftp://example.com/", false).is_err());
         assert!(parse_url("example.com/hook", false).is_err());
         assert!(parse_url("http://user:pw@example.com/", false).is_err());
-        for private in ["http://127.0.0.1:9/", "http://[::1]/", "http://localhost/", "http://10.0.0.8/x"] {
+        for private in [
+            "http://127.0.0.1:9/",
+            "http://[::1]/",
+            "http://localhost/",
+            "http://10.0.0.8/x",
+        ] {
             assert!(parse_url(private, false).is_err(), "{private}");
             assert!(parse_url(private, true).is_ok(), "{private}");
         }

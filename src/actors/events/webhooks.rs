@@ -32,7 +32,10 @@ use crate::{
     metrics::Metrics,
     models::{
         event::{self, InsertEvents, NewEvents},
-        webhook::{self, Attempt, AttemptCursor, Claimed, CreatedEndpoint, EndpointChanges, EndpointView, Secret, Verdict},
+        webhook::{
+            self, Attempt, AttemptCursor, Claimed, CreatedEndpoint, EndpointChanges, EndpointView, Secret,
+            Verdict,
+        },
     },
     pagination::{newest_first, CursorCodec, Fetch, NewestFirst, Page, PageRequest},
 };
@@ -100,7 +103,10 @@ fn not_found() -> AppError {
 /// `whsec_` + base64 of 32 random bytes.
 fn new_secret() -> String {
     let bytes: [u8; 32] = rand::random();
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 #[derive(Message)]
@@ -205,9 +211,10 @@ impl Handler<ListEndpoints> for WebhookActor {
                             Fetch::Offset { offset, limit } => {
                                 webhook::list_offset(&mut conn, offset, limit).await?
                             }
-                            Fetch::Keyset { after, limit } => {
-                                (webhook::list_keyset(&mut conn, newest_first(after)?, limit).await?, 0)
-                            }
+                            Fetch::Keyset { after, limit } => (
+                                webhook::list_keyset(&mut conn, newest_first(after)?, limit).await?,
+                                0,
+                            ),
                         };
                         Ok((rows.into_iter().map(EndpointView::from).collect(), total))
                     },
@@ -300,8 +307,16 @@ impl Handler<Ping> for WebhookActor {
                 endpoint_id: i64,
             }
             events.push(EventType::Ping, &PingData { endpoint_id: msg.id })?;
-            let event_id = *events.ids.first().ok_or_else(|| AppError::internal(anyhow::anyhow!("ping not queued")))?;
-            InsertEvents { events, now: Utc::now() }.run(&mut conn).await?;
+            let event_id = *events
+                .ids
+                .first()
+                .ok_or_else(|| AppError::internal(anyhow::anyhow!("ping not queued")))?;
+            InsertEvents {
+                events,
+                now: Utc::now(),
+            }
+            .run(&mut conn)
+            .await?;
             outbox.committed(1);
             Ok(PingQueued { event_id })
         })
@@ -328,7 +343,8 @@ impl Handler<ListAttempts> for WebhookActor {
                                 webhook::attempts_offset(&mut conn, id, offset, limit).await?
                             }
                             Fetch::Keyset { after, limit } => {
-                                let after = newest_first(after.map(|(micros, event, n)| (micros, (event, n))))?;
+                                let after =
+                                    newest_first(after.map(|(micros, event, n)| (micros, (event, n))))?;
                                 (webhook::attempts_keyset(&mut conn, id, after, limit).await?, 0)
                             }
                         })
@@ -371,7 +387,12 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn new(pool: DbPool, settings: WebhookSettings, outbox: Outbox, metrics: Arc<Metrics>) -> reqwest::Result<Self> {
+    fn new(
+        pool: DbPool,
+        settings: WebhookSettings,
+        outbox: Outbox,
+        metrics: Arc<Metrics>,
+    ) -> reqwest::Result<Self> {
         let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(settings.timeout_ms))
@@ -436,7 +457,9 @@ impl Delivery {
         }
         let outcome = match a.verdict {
             Verdict::Delivered => {
-                let latency = (Utc::now() - a.event_created_at).num_microseconds().unwrap_or(i64::MAX);
+                let latency = (Utc::now() - a.event_created_at)
+                    .num_microseconds()
+                    .unwrap_or(i64::MAX);
                 self.metrics.webhook_latency.observe(latency.max(0) as f64 / 1e6);
                 "delivered"
             }
@@ -467,7 +490,9 @@ impl Delivery {
             return 0;
         }
         let result = match self.pool.get().await {
-            Ok(mut conn) => webhook::record(&mut conn, &self.unrecorded).await.map_err(anyhow::Error::from),
+            Ok(mut conn) => webhook::record(&mut conn, &self.unrecorded)
+                .await
+                .map_err(anyhow::Error::from),
             Err(e) => Err(anyhow::Error::from(e)),
         };
         match result {
@@ -535,18 +560,29 @@ impl Delivery {
             Err(e) => return self.failed("reading the backlog", e),
         };
         let age = |id: Option<Uuid>| {
-            id.and_then(webhook::written_at)
-                .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+            id.and_then(webhook::written_at).map_or(0.0, |t| {
+                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            })
         };
         let m = &self.metrics;
-        m.events_pending.with_label_values(&["webhooks"]).set(b.deliveries);
-        m.events_pending.with_label_values(&["jetstream"]).set(b.unpublished);
-        m.events_oldest_pending.with_label_values(&["webhooks"]).set(age(b.oldest_delivery));
-        m.events_oldest_pending.with_label_values(&["jetstream"]).set(age(b.oldest_unpublished));
+        m.events_pending
+            .with_label_values(&["webhooks"])
+            .set(b.deliveries);
+        m.events_pending
+            .with_label_values(&["jetstream"])
+            .set(b.unpublished);
+        m.events_oldest_pending
+            .with_label_values(&["webhooks"])
+            .set(age(b.oldest_delivery));
+        m.events_oldest_pending
+            .with_label_values(&["jetstream"])
+            .set(age(b.oldest_unpublished));
     }
 
     async fn prune(&mut self) {
-        let Ok(mut conn) = self.pool.get().await else { return };
+        let Ok(mut conn) = self.pool.get().await else {
+            return;
+        };
         let now = Utc::now();
         let max_age = chrono::Duration::seconds(self.settings.max_age_secs.min(i64::MAX as u64) as i64);
         if let Err(e) = webhook::fail_expired(&mut conn, now - max_age).await {

@@ -37,7 +37,11 @@ pub struct WebhookBody {
     /// `http(s)` URL the events are POSTed to; required on create. Loopback,
     /// private and link-local addresses are refused unless
     /// `webhooks.allow_private_targets`.
-    #[schema(example = "https://erp.example.com/hooks/storefront", min_length = 1, max_length = 2048)]
+    #[schema(
+        example = "https://erp.example.com/hooks/storefront",
+        min_length = 1,
+        max_length = 2048
+    )]
     url: Option<String>,
     /// Event types to receive (at least one); required on create.
     #[schema(min_items = 1)]
@@ -113,7 +117,11 @@ pub async fn create(
         }
         Some(e) => parse_events(e).map_err(|e| f.push("events", e)).ok(),
     };
-    let description = f.optional("description", body.description.flatten().as_deref(), parse_description);
+    let description = f.optional(
+        "description",
+        body.description.flatten().as_deref(),
+        parse_description,
+    );
     if body.is_active.is_some() {
         f.push("is_active", "is set by updating the endpoint");
     }
@@ -168,7 +176,11 @@ pub async fn list(
     responses((status = 200, description = "The endpoint, without its secret", body = crate::http::openapi::ApiResponse<crate::models::webhook::EndpointView>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 404, description = "No such endpoint", body = crate::http::openapi::ErrorResponse)),
     security(("bearer_auth" = []))
 )]
-pub async fn get(state: web::Data<AppState>, _admin: Admin, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
     ask(
         &state.webhooks,
         GetEndpoint { id: *id },
@@ -243,7 +255,11 @@ pub async fn update(
     responses((status = 200, description = "Deleted", body = crate::http::openapi::EmptyResponse), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 404, description = "No such endpoint", body = crate::http::openapi::ErrorResponse)),
     security(("bearer_auth" = []))
 )]
-pub async fn delete(state: web::Data<AppState>, _admin: Admin, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
     ask(
         &state.webhooks,
         DeleteEndpoint { id: *id },
@@ -287,7 +303,11 @@ pub async fn rotate_secret(
     responses((status = 202, description = "Queued; `event_id` is the delivery's `webhook-id`", body = crate::http::openapi::ApiResponse<crate::actors::events::webhooks::PingQueued>), (status = 403, description = "The caller's role is insufficient", body = crate::http::openapi::ErrorResponse), (status = 404, description = "No such endpoint", body = crate::http::openapi::ErrorResponse), (status = 409, description = "The endpoint is inactive", body = crate::http::openapi::ErrorResponse)),
     security(("bearer_auth" = []))
 )]
-pub async fn ping(state: web::Data<AppState>, _admin: Admin, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
+pub async fn ping(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
     ask(
         &state.webhooks,
         Ping { id: *id },
