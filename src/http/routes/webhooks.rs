@@ -50,8 +50,8 @@ pub struct WebhookBody {
     #[serde(default, deserialize_with = "crate::http::validate::double_option")]
     #[schema(value_type = Option<String>, max_length = 5000, pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")]
     description: Option<Option<String>>,
-    /// Update only: an inactive endpoint gets no new events, and its pending
-    /// deliveries wait until it is active again.
+    /// Update only (ignored on create): an inactive endpoint gets no new
+    /// events, and its pending deliveries wait until it is active again.
     is_active: Option<bool>,
 }
 
@@ -122,9 +122,6 @@ pub async fn create(
         body.description.flatten().as_deref(),
         parse_description,
     );
-    if body.is_active.is_some() {
-        f.push("is_active", "is set by updating the endpoint");
-    }
     f.finish()?;
     ask(
         &state.webhooks,
