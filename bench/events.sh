@@ -34,9 +34,11 @@ nats_delete_stream() { # name: a JetStream API request over the NATS protocol
 }
 
 JWT_SECRET_RUN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Both servers deliver webhooks (every instance does): both must allow the
+# load tester's receiver on 127.0.0.1.
 start_server() { # port, log
   APP_ENVIRONMENT=production JWT_SECRET=$JWT_SECRET_RUN \
-  APP__SERVER__HOST=127.0.0.1 PORT="$1" APP__RATE_LIMIT__ENABLED=false \
+  APP__SERVER__HOST=127.0.0.1 PORT="$1" APP__RATE_LIMIT__ENABLED=false APP__WEBHOOKS__ALLOW_PRIVATE_TARGETS=true \
   RUST_LOG=warn $BIN/storefront serve > "$2" 2>&1 &
   echo $!
 }
@@ -45,8 +47,7 @@ wait_ready() { # port
 }
 PLAIN=$(start_server 18090 "$OUT/server-events-plain.log")
 SUBSCRIBED=$(NATS_URL=nats://127.0.0.1:4222 APP__EVENTS__NATS_STREAM="$STREAM" \
-  APP__EVENTS__NATS_SUBJECT_PREFIX="storefront_bench_$$" APP__WEBHOOKS__ALLOW_PRIVATE_TARGETS=true \
-  start_server 18091 "$OUT/server-events-subscribed.log")
+  APP__EVENTS__NATS_SUBJECT_PREFIX="storefront_bench_$$" start_server 18091 "$OUT/server-events-subscribed.log")
 trap 'kill $PLAIN $SUBSCRIBED 2>/dev/null || true; nats_delete_stream "$STREAM"' EXIT
 wait_ready 18090
 wait_ready 18091
