@@ -166,3 +166,6 @@ done
 kill $SERVER
 
 python3 bench/table.py "$OUT"
+
+# The events bar: its own database and servers, its own table.
+bench/events.sh "$SECS" 3
