@@ -15,7 +15,7 @@ use crate::{
     domain::EventType,
 };
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Clone, Queryable, Selectable)]
 #[diesel(table_name = webhook_endpoints, check_for_backend(diesel::pg::Pg))]
 pub struct EndpointRow {
     pub id: i64,
@@ -72,7 +72,7 @@ pub struct Secret {
     pub secret: String,
 }
 
-#[derive(Debug, Insertable)]
+#[derive(Insertable)]
 #[diesel(table_name = webhook_endpoints)]
 pub struct NewEndpoint {
     pub url: String,
@@ -95,6 +95,24 @@ impl EndpointChanges {
         self.url.is_none() && self.events.is_none() && self.description.is_none() && self.is_active.is_none()
     }
 }
+
+/// The signing secrets never print.
+macro_rules! redacted_debug {
+    ($t:ty, $($field:ident),+) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($field), &self.$field))+
+                    .field("secret", &"[REDACTED]")
+                    .finish()
+            }
+        }
+    };
+}
+
+redacted_debug!(EndpointRow, id, url, events, is_active);
+redacted_debug!(NewEndpoint, url, events);
+redacted_debug!(Claimed, event_id, endpoint_id, attempt, event_type, url);
 
 pub fn type_names(types: &[EventType]) -> Vec<Option<String>> {
     types.iter().map(|t| Some(t.as_str().to_owned())).collect()
@@ -269,7 +287,7 @@ pub async fn attempts_keyset(
 }
 
 /// A delivery claimed for one attempt, with what the attempt needs.
-#[derive(Debug, Clone, QueryableByName)]
+#[derive(Clone, QueryableByName)]
 pub struct Claimed {
     #[diesel(sql_type = SqlUuid)]
     pub event_id: Uuid,

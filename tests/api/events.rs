@@ -786,11 +786,11 @@ async fn a_hanging_receiver_slows_neither_orders_nor_other_endpoints() {
     // Generous bounds against a loaded CI machine: what fails here is a
     // burst that waits for the hanging receiver (30 s).
     assert!(
-        busy < quiet * 3 + Duration::from_secs(1),
+        busy < quiet * 3 + Duration::from_secs(3),
         "burst took {busy:?} with a hanging receiver, {quiet:?} without"
     );
     assert!(
-        busy_p99 < quiet_p99 * 4 + Duration::from_millis(200),
+        busy_p99 < quiet_p99 * 4 + Duration::from_secs(1),
         "p99 {busy_p99:?} with a hanging receiver, {quiet_p99:?} without"
     );
 }
