@@ -179,11 +179,13 @@ pub struct Unpublished {
 }
 
 /// Locks up to `limit` unpublished events, oldest first, skipping those
-/// another instance is publishing (inside the caller's transaction).
+/// another instance is publishing (inside the caller's transaction). `NO
+/// KEY`: rows that reference an event (attempts, deliveries) can still be
+/// written while it is being published.
 pub async fn lock_unpublished(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<Unpublished>> {
     diesel::sql_query(
         "SELECT id, type AS event_type, created_at, data::text AS data FROM events WHERE unpublished \
-         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+         ORDER BY id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED",
     )
     .bind::<BigInt, _>(limit)
     .load(conn)

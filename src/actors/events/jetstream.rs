@@ -5,7 +5,7 @@
 //! at-least-once publishing can make.
 //!
 //! Handles no messages: it runs one loop. Each round locks a batch of
-//! unpublished events (`FOR UPDATE SKIP LOCKED`: instances share the work),
+//! unpublished events (`FOR NO KEY UPDATE SKIP LOCKED`: instances share the work),
 //! publishes them all, waits for every acknowledgement, then marks them
 //! published in the same transaction. A round that fails leaves its events
 //! for the next.
