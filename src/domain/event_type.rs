@@ -86,11 +86,7 @@ pub struct EventTypes(u16);
 
 impl EventTypes {
     /// Every type but `ping` (what a JetStream sink receives).
-    pub fn all_but_ping() -> Self {
-        Self::ALL_BUT_PING
-    }
-
-    const ALL_BUT_PING: Self = {
+    pub const ALL_BUT_PING: Self = {
         let mut bits = 0;
         let mut i = 0;
         while i < EventType::ALL.len() {
@@ -143,7 +139,7 @@ mod tests {
         assert!(set.contains(EventType::ProductSoldOut));
         assert!(!set.contains(EventType::OrderStatusChanged));
         assert!(EventTypes::default().is_empty());
-        let sink = EventTypes::all_but_ping();
+        let sink = EventTypes::ALL_BUT_PING;
         assert!(!sink.contains(EventType::Ping));
         assert!(EventType::ALL[..8].iter().all(|t| sink.contains(*t)));
         assert!(EventTypes::default()

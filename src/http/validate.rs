@@ -20,13 +20,7 @@ impl Fields {
         raw: Option<&str>,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
-        match raw {
-            None => {
-                self.errors.push(FieldError::new(field, "is required"));
-                None
-            }
-            Some(raw) => self.parse(field, raw, parse),
-        }
+        self.required_parsed(field, raw.map(parse))
     }
 
     /// A field that may be absent, but must parse when present.
@@ -36,16 +30,29 @@ impl Fields {
         raw: Option<&str>,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Option<T> {
-        raw.and_then(|raw| self.parse(field, raw, parse))
+        self.optional_parsed(field, raw.map(parse))
     }
 
-    fn parse<R: ?Sized, T, E: ToString>(
+    /// A field parsed beforehand (an async check, a typed value): `None`
+    /// when absent, which is an error.
+    pub fn required_parsed<T, E: ToString>(
         &mut self,
         field: &str,
-        raw: &R,
-        parse: impl FnOnce(&R) -> Result<T, E>,
+        parsed: Option<Result<T, E>>,
     ) -> Option<T> {
-        match parse(raw) {
+        if parsed.is_none() {
+            self.errors.push(FieldError::new(field, "is required"));
+        }
+        self.optional_parsed(field, parsed)
+    }
+
+    /// A field parsed beforehand that may be absent.
+    pub fn optional_parsed<T, E: ToString>(
+        &mut self,
+        field: &str,
+        parsed: Option<Result<T, E>>,
+    ) -> Option<T> {
+        match parsed? {
             Ok(v) => Some(v),
             Err(e) => {
                 self.errors.push(FieldError::new(field, e.to_string()));
@@ -61,13 +68,7 @@ impl Fields {
         raw: Option<&serde_json::Value>,
         parse: impl FnOnce(&serde_json::Value) -> Result<T, E>,
     ) -> Option<T> {
-        match raw.filter(|v| !v.is_null()) {
-            None => {
-                self.errors.push(FieldError::new(field, "is required"));
-                None
-            }
-            Some(v) => self.parse(field, v, parse),
-        }
+        self.required_parsed(field, raw.filter(|v| !v.is_null()).map(parse))
     }
 
     /// A JSON value that may be absent or null, but must parse otherwise.
@@ -77,8 +78,7 @@ impl Fields {
         raw: Option<&serde_json::Value>,
         parse: impl FnOnce(&serde_json::Value) -> Result<T, E>,
     ) -> Option<T> {
-        raw.filter(|v| !v.is_null())
-            .and_then(|v| self.parse(field, v, parse))
+        self.optional_parsed(field, raw.filter(|v| !v.is_null()).map(parse))
     }
 
     pub fn push(&mut self, field: &str, message: impl Into<String>) {

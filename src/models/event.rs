@@ -107,7 +107,7 @@ pub const SUBSCRIBED_SQL: &str =
 pub fn receivers(subscribed: &[String], sink: bool) -> EventTypes {
     let endpoints: EventTypes = subscribed.iter().filter_map(|t| t.parse().ok()).collect();
     if sink {
-        endpoints.union(EventTypes::all_but_ping())
+        endpoints.union(EventTypes::ALL_BUT_PING)
     } else {
         endpoints
     }

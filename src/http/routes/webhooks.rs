@@ -55,9 +55,14 @@ pub struct WebhookBody {
     is_active: Option<bool>,
 }
 
-/// Checks a URL: syntax, scheme, and (unless private targets are allowed)
-/// that neither it nor what its name resolves to is a private address.
-async fn parse_url(raw: &str, allow_private: bool) -> Result<String, String> {
+/// Checks a URL, when present: syntax, scheme, and (unless private targets
+/// are allowed) that neither it nor what its name resolves to is a private
+/// address. Async (DNS), so it runs before the body's `Fields`.
+async fn parse_url(raw: Option<&str>, allow_private: bool) -> Option<Result<String, String>> {
+    Some(check_url(raw?, allow_private).await)
+}
+
+async fn check_url(raw: &str, allow_private: bool) -> Result<String, String> {
     if raw.len() > 2048 {
         return Err("must be at most 2048 characters".into());
     }
@@ -96,27 +101,10 @@ pub async fn create(
     body: JsonBody<WebhookBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.0;
+    let url = parse_url(body.url.as_deref(), state.allow_private_targets).await;
     let mut f = Fields::new();
-    let url = match body.url.as_deref() {
-        None => {
-            f.push("url", "is required");
-            None
-        }
-        Some(raw) => match parse_url(raw, state.allow_private_targets).await {
-            Ok(u) => Some(u),
-            Err(e) => {
-                f.push("url", e);
-                None
-            }
-        },
-    };
-    let events = match body.events {
-        None => {
-            f.push("events", "is required");
-            None
-        }
-        Some(e) => parse_events(e).map_err(|e| f.push("events", e)).ok(),
-    };
+    let url = f.required_parsed("url", url);
+    let events = f.required_parsed("events", body.events.map(parse_events));
     let description = f.optional(
         "description",
         body.description.flatten().as_deref(),
@@ -205,20 +193,10 @@ pub async fn update(
     body: JsonBody<WebhookBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.0;
+    let url = parse_url(body.url.as_deref(), state.allow_private_targets).await;
     let mut f = Fields::new();
-    let url = match body.url.as_deref() {
-        None => None,
-        Some(raw) => match parse_url(raw, state.allow_private_targets).await {
-            Ok(u) => Some(u),
-            Err(e) => {
-                f.push("url", e);
-                None
-            }
-        },
-    };
-    let events = body
-        .events
-        .and_then(|e| parse_events(e).map_err(|e| f.push("events", e)).ok());
+    let url = f.optional_parsed("url", url);
+    let events = f.optional_parsed("events", body.events.map(parse_events));
     let description = match body.description {
         None => None,
         Some(None) => Some(None),
