@@ -143,6 +143,9 @@ impl QueryFragment<Pg> for InsertEvents {
     }
 }
 
+impl diesel::query_dsl::RunQueryDslSupport for InsertEvents {}
+
+
 impl Query for InsertEvents {
     type SqlType = BigInt;
 }

@@ -396,6 +396,9 @@ impl QueryFragment<Pg> for CountSearch {
     }
 }
 
+impl diesel::query_dsl::RunQueryDslSupport for CountSearch {}
+
+
 impl Query for CountSearch {
     type SqlType = (
         BigInt,
@@ -465,6 +468,9 @@ macro_rules! search_page {
                 Ok(())
             }
         }
+
+        impl diesel::query_dsl::RunQueryDslSupport for $name {}
+
 
         impl Query for $name {
             type SqlType = <ProductColumns as diesel::Expression>::SqlType;

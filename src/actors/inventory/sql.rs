@@ -33,6 +33,9 @@ impl QueryFragment<Pg> for LockHolders {
     }
 }
 
+impl diesel::query_dsl::RunQueryDslSupport for LockHolders {}
+
+
 impl Query for LockHolders {
     type SqlType = BigInt;
 }
@@ -105,6 +108,9 @@ impl QueryFragment<Pg> for LockProducts {
         Ok(())
     }
 }
+
+impl diesel::query_dsl::RunQueryDslSupport for LockProducts {}
+
 
 impl Query for LockProducts {
     type SqlType = (
@@ -291,6 +297,9 @@ impl QueryFragment<Pg> for WriteBatch {
     }
 }
 
+impl diesel::query_dsl::RunQueryDslSupport for WriteBatch {}
+
+
 impl Query for WriteBatch {
     type SqlType = BigInt;
 }
@@ -314,6 +323,8 @@ macro_rules! control_statement {
                 Ok(())
             }
         }
+
+        impl diesel::query_dsl::RunQueryDslSupport for $name {}
     };
 }
 
