@@ -95,33 +95,72 @@ impl AppError {
     }
 }
 
-/// Pool and query failures: lost connections and exhausted pools are 503,
-/// everything else is an opaque 500.
+/// What a database failure means for the client, decided by its SQLSTATE
+/// (or diesel's error kind when the server sent none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// The server is unreachable, shutting down, starting up or out of
+    /// connections: 503, the client may retry.
+    Outage,
+    /// A deadlock or a serialization failure: the transaction may succeed if
+    /// run again (the actors retry once), else 503.
+    Conflict,
+    /// Anything else: a bug or a constraint the code did not expect, 500.
+    Other,
+}
+
+impl DbFailure {
+    pub fn of(e: &diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error, SqlStateClass};
+        let Error::DatabaseError(kind, info) = e else {
+            return Self::Other;
+        };
+        if matches!(
+            kind,
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+        ) {
+            return Self::Outage;
+        }
+        if *kind == DatabaseErrorKind::SerializationFailure {
+            return Self::Conflict;
+        }
+        let Some(code) = info.sqlstate() else {
+            return Self::Other;
+        };
+        match code.as_str() {
+            // admin_shutdown, crash_shutdown, cannot_connect_now
+            "57P01" | "57P02" | "57P03" => Self::Outage,
+            // too_many_connections
+            "53300" => Self::Outage,
+            // serialization_failure, deadlock_detected
+            "40001" | "40P01" => Self::Conflict,
+            _ if code.class() == SqlStateClass::CONNECTION_EXCEPTION => Self::Outage,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Outages and transaction conflicts are 503 (with `Retry-After`), every
+/// other database error an opaque 500.
 impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error};
-        match &e {
-            Error::NotFound => Self::NotFound("Resource not found".into()),
-            Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                _,
-            ) => Self::Unavailable(e.into()),
-            // Statement timeout / admin shutdown / cannot connect are reported
-            // as "unknown" by diesel; their messages identify them.
-            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if [
-                    "terminating connection",
-                    "connection closed",
-                    "shutting down",
-                    "starting up",
-                ]
-                .iter()
-                .any(|m| info.message().contains(m)) =>
-            {
-                Self::Unavailable(e.into())
-            }
-            _ => Self::Internal(e.into()),
+        if matches!(e, diesel::result::Error::NotFound) {
+            return Self::NotFound("Resource not found".into());
         }
+        match DbFailure::of(&e) {
+            DbFailure::Outage | DbFailure::Conflict => Self::Unavailable(e.into()),
+            DbFailure::Other => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl AppError {
+    /// A deadlock or serialization failure, worth running the transaction
+    /// again once.
+    pub fn is_transaction_conflict(&self) -> bool {
+        matches!(self, Self::Unavailable(cause)
+            if cause.downcast_ref::<diesel::result::Error>()
+                .is_some_and(|e| DbFailure::of(e) == DbFailure::Conflict))
     }
 }
 
@@ -136,5 +175,65 @@ impl From<actix::MailboxError> for AppError {
         // The actor stopped (a panic under supervision) or its mailbox is gone:
         // the request is lost, the client may retry.
         Self::Unavailable(anyhow::Error::new(e).context("actor mailbox"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error, SqlState};
+
+    use super::*;
+
+    struct Info(&'static str);
+
+    impl DatabaseErrorInformation for Info {
+        fn message(&self) -> &str {
+            "any text: the code decides"
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+        fn sqlstate(&self) -> Option<SqlState> {
+            self.0.parse().ok()
+        }
+    }
+
+    fn db_error(code: &'static str) -> Error {
+        Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new(Info(code)))
+    }
+
+    #[test]
+    fn database_failures_are_classified_by_sqlstate() {
+        for code in ["08000", "08006", "08P01", "57P01", "57P02", "57P03", "53300"] {
+            assert_eq!(DbFailure::of(&db_error(code)), DbFailure::Outage, "{code}");
+            assert!(matches!(AppError::from(db_error(code)), AppError::Unavailable(_)), "{code}");
+        }
+        for code in ["40001", "40P01"] {
+            assert_eq!(DbFailure::of(&db_error(code)), DbFailure::Conflict, "{code}");
+            assert!(AppError::from(db_error(code)).is_transaction_conflict(), "{code}");
+        }
+        for code in ["42P01", "23505", "57014", "22003", "53100"] {
+            assert_eq!(DbFailure::of(&db_error(code)), DbFailure::Other, "{code}");
+            assert!(matches!(AppError::from(db_error(code)), AppError::Internal(_)), "{code}");
+        }
+        let closed = Error::DatabaseError(DatabaseErrorKind::ClosedConnection, Box::new(Info("")));
+        assert_eq!(DbFailure::of(&closed), DbFailure::Outage);
+        assert!(!AppError::from(db_error("57P01")).is_transaction_conflict());
+        assert!(matches!(AppError::from(Error::NotFound), AppError::NotFound(_)));
     }
 }

@@ -90,7 +90,10 @@ impl Application {
         let pools = &settings.database.pools;
 
         // Each actor on its own Arbiter (thread), with its own pool created
-        // there, under a Supervisor that restarts it after a panic.
+        // there, under a Supervisor that restarts it if it stops. A handler
+        // that panics answers its request 503 and the actor goes on
+        // (`actors::guarded`); a panicking inventory batch stops its actor,
+        // which the Supervisor then restarts.
         let google = &settings.oauth.google;
         let provider = Provider::from_settings(google)?.map(Arc::new);
         let oauth = provider.as_ref().map(|_| OAuthRedirects {

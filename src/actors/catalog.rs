@@ -12,6 +12,7 @@ use actix::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::{
+    actors::guarded,
     cache::{Cache, Family},
     db::DbPool,
     error::{AppError, FieldError},
@@ -132,7 +133,7 @@ impl Handler<CreateCategory> for CatalogActor {
 
     fn handle(&mut self, msg: CreateCategory, _: &mut Context<Self>) -> Self::Result {
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
-        Box::pin(async move {
+        guarded("CatalogActor", async move {
             let mut conn = pool.get().await?;
             let c = category::insert(
                 &mut conn,
@@ -154,7 +155,7 @@ impl Handler<UpdateCategory> for CatalogActor {
 
     fn handle(&mut self, msg: UpdateCategory, _: &mut Context<Self>) -> Self::Result {
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
-        Box::pin(async move {
+        guarded("CatalogActor", async move {
             let mut conn = pool.get().await?;
             let c = category::update(&mut conn, msg.id, &msg.changes)
                 .await
@@ -171,7 +172,7 @@ impl Handler<DeleteCategory> for CatalogActor {
 
     fn handle(&mut self, msg: DeleteCategory, _: &mut Context<Self>) -> Self::Result {
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
-        Box::pin(async move {
+        guarded("CatalogActor", async move {
             let mut conn = pool.get().await?;
             match category::delete(&mut conn, msg.id).await {
                 Ok(0) => Err(category_not_found()),
@@ -194,7 +195,7 @@ impl Handler<CreateProduct> for CatalogActor {
 
     fn handle(&mut self, msg: CreateProduct, _: &mut Context<Self>) -> Self::Result {
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
-        Box::pin(async move {
+        guarded("CatalogActor", async move {
             let mut conn = pool.get().await?;
             let p = product::insert(&mut conn, &msg.product)
                 .await
@@ -211,7 +212,7 @@ impl Handler<UpdateProduct> for CatalogActor {
 
     fn handle(&mut self, msg: UpdateProduct, _: &mut Context<Self>) -> Self::Result {
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
-        Box::pin(async move {
+        guarded("CatalogActor", async move {
             let mut conn = pool.get().await?;
             let p = product::update(&mut conn, msg.id, &msg.changes)
                 .await
@@ -228,7 +229,7 @@ impl Handler<DeleteProduct> for CatalogActor {
 
     fn handle(&mut self, msg: DeleteProduct, _: &mut Context<Self>) -> Self::Result {
         let (pool, cache) = (self.pool.clone(), self.cache.clone());
-        Box::pin(async move {
+        guarded("CatalogActor", async move {
             let mut conn = pool.get().await?;
             let changes = ProductChanges {
                 is_active: Some(false),

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
 use crate::{
+    actors::guarded,
     actors::{
         events::Outbox,
         inventory::{CancelOrder, InventoryActor, Line, PlaceOrder, Reserve},
@@ -233,7 +234,7 @@ impl Handler<SubmitOrder> for OrderActor {
 
     fn handle(&mut self, msg: SubmitOrder, _: &mut Context<Self>) -> Self::Result {
         let (pool, inventory, settings) = (self.pool.clone(), self.inventory.clone(), self.settings.clone());
-        Box::pin(async move {
+        guarded("OrderActor", async move {
             let user_id = msg.caller.id;
             idempotent(
                 pool,
@@ -261,7 +262,7 @@ impl Handler<SubmitReservation> for OrderActor {
 
     fn handle(&mut self, msg: SubmitReservation, _: &mut Context<Self>) -> Self::Result {
         let (pool, inventory, settings) = (self.pool.clone(), self.inventory.clone(), self.settings.clone());
-        Box::pin(async move {
+        guarded("OrderActor", async move {
             let user_id = msg.caller.id;
             idempotent(
                 pool,
@@ -290,7 +291,7 @@ impl Handler<GetReservation> for OrderActor {
 
     fn handle(&mut self, msg: GetReservation, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        guarded("OrderActor", async move {
             let mut conn = pool.get().await?;
             reservation::find(&mut conn, msg.id)
                 .await?
@@ -305,7 +306,7 @@ impl Handler<ListReservations> for OrderActor {
 
     fn handle(&mut self, msg: ListReservations, _: &mut Context<Self>) -> Self::Result {
         let (pool, cursors) = (self.pool.clone(), self.cursors.clone());
-        Box::pin(async move {
+        guarded("OrderActor", async move {
             let mut conn = pool.get().await?;
             let filter = &msg.filter;
             cursors
@@ -347,7 +348,7 @@ impl Handler<GetOrder> for OrderActor {
 
     fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move { visible(&pool, msg.caller, msg.id).await })
+        guarded("OrderActor", async move { visible(&pool, msg.caller, msg.id).await })
     }
 }
 
@@ -356,7 +357,7 @@ impl Handler<ListOrders> for OrderActor {
 
     fn handle(&mut self, msg: ListOrders, _: &mut Context<Self>) -> Self::Result {
         let (pool, cursors) = (self.pool.clone(), self.cursors.clone());
-        Box::pin(async move {
+        guarded("OrderActor", async move {
             let mut conn = pool.get().await?;
             let filter = &msg.filter;
             cursors
@@ -386,7 +387,7 @@ impl Handler<ChangeStatus> for OrderActor {
 
     fn handle(&mut self, msg: ChangeStatus, _: &mut Context<Self>) -> Self::Result {
         let (pool, inventory, outbox) = (self.pool.clone(), self.inventory.clone(), self.outbox.clone());
-        Box::pin(async move {
+        guarded("OrderActor", async move {
             let ChangeStatus { caller, id, status } = msg;
             if status == OrderStatus::Cancelled {
                 return inventory.send(CancelOrder { order_id: id, caller }).await?;
@@ -397,28 +398,34 @@ impl Handler<ChangeStatus> for OrderActor {
             if !from.can_become(status) {
                 return Err(invalid());
             }
-            let mut conn = pool.get().await?;
             // Conditional on the status read above: a concurrent change wins
             // and this one is refused. Its event commits with it.
             let sink = outbox.sink();
-            let (order, events) = AsyncConnection::transaction::<_, AppError, _>(
-                &mut *conn,
-                async move |conn: &mut AsyncPgConnection| {
-                    let order = order::transition(conn, id, from, status)
-                        .await?
-                        .ok_or_else(invalid)?;
-                    let receivers = event::current_receivers(conn, sink).await?;
-                    let mut events = NewEvents::new(receivers, sink);
-                    events.push(EventType::OrderStatusChanged, &order)?;
-                    let n = InsertEvents {
-                        events,
-                        now: order.updated_at,
-                    }
-                    .run(conn)
-                    .await?;
-                    Ok((order, n))
-                },
-            )
+            let (order, events) = crate::db::retry_on_conflict("order status", || {
+                let pool = pool.clone();
+                async move {
+                    let mut conn = pool.get().await?;
+                    AsyncConnection::transaction::<_, AppError, _>(
+                        &mut *conn,
+                        async move |conn: &mut AsyncPgConnection| {
+                            let order = order::transition(conn, id, from, status)
+                                .await?
+                                .ok_or_else(invalid)?;
+                            let receivers = event::current_receivers(conn, sink).await?;
+                            let mut events = NewEvents::new(receivers, sink);
+                            events.push(EventType::OrderStatusChanged, &order)?;
+                            let n = InsertEvents {
+                                events,
+                                now: order.updated_at,
+                            }
+                            .run(conn)
+                            .await?;
+                            Ok((order, n))
+                        },
+                    )
+                    .await
+                }
+            })
             .await?;
             outbox.committed(events as usize);
             Ok(order)

@@ -106,17 +106,6 @@ pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<U
         .optional()
 }
 
-/// Locks the row for the rest of the transaction.
-pub async fn find_for_update(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<UserRow>> {
-    users::table
-        .find(id)
-        .select(UserRow::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()
-}
-
 pub async fn find_by_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<Option<UserRow>> {
     users::table
         .filter(users::email.eq(email))
@@ -141,18 +130,28 @@ pub async fn update(conn: &mut AsyncPgConnection, id: i64, changes: &UserChanges
         .await
 }
 
-/// Active super admins other than `except`, locked so two concurrent demotions
-/// cannot both see "another one is left".
-pub async fn lock_other_super_admins(conn: &mut AsyncPgConnection, except: i64) -> QueryResult<Vec<i64>> {
-    users::table
-        .filter(users::role.eq(Role::SuperAdmin))
-        .filter(users::is_active.eq(true))
-        .filter(users::id.ne(except))
-        .select(users::id)
-        .order(users::id)
-        .for_update()
-        .load(conn)
-        .await
+/// Locks the rows of `ids` and, with `super_admins`, of every active super
+/// admin, in id order, for the rest of the transaction, and returns them.
+/// Every account change locks this way, so two of them never deadlock
+/// (two admins deleting each other) and a check made on the returned rows
+/// (roles, the last super admin, a password) still holds at commit.
+/// `FOR NO KEY UPDATE`: orders and holds that reference these users are not
+/// blocked.
+pub async fn lock_accounts(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+    super_admins: bool,
+) -> QueryResult<Vec<UserRow>> {
+    let listed = users::id.eq_any(ids);
+    let query = users::table.select(UserRow::as_select()).order(users::id).for_no_key_update();
+    if super_admins {
+        query
+            .filter(listed.or(users::role.eq(Role::SuperAdmin).and(users::is_active.eq(true))))
+            .load(conn)
+            .await
+    } else {
+        query.filter(listed).load(conn).await
+    }
 }
 
 /// Escapes `%`, `_` and `\` so a search term matches literally inside ILIKE.

@@ -7,7 +7,7 @@ impl Handler<Login> for UserActor {
 
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         let c = self.ctx();
-        Box::pin(async move {
+        self.reply(async move {
             // Text that is no address (a NUL byte, say) matches nobody and is
             // never sent to the database.
             let found = match crate::domain::Email::parse(&msg.email) {
@@ -35,7 +35,7 @@ impl Handler<Refresh> for UserActor {
 
     fn handle(&mut self, msg: Refresh, _: &mut Context<Self>) -> Self::Result {
         let c = self.ctx();
-        Box::pin(async move {
+        self.reply(async move {
             let hash = refresh::hash(msg.refresh_token.trim());
             let mut conn = c.pool.get().await?;
             let c2 = c.clone();
@@ -77,7 +77,7 @@ impl Handler<Logout> for UserActor {
 
     fn handle(&mut self, msg: Logout, _: &mut Context<Self>) -> Self::Result {
         let c = self.ctx();
-        Box::pin(async move {
+        self.reply(async move {
             let hash = refresh::hash(msg.refresh_token.trim());
             let mut conn = c.pool.get().await?;
             // Logging out ends that login: its whole token family. A token of

@@ -16,7 +16,7 @@ mod accounts;
 mod credentials;
 mod oauth;
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -26,6 +26,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
+    actors::{guarded, guarded_or, PanicNextMessage},
     auth::{
         oauth::{OAuthFailure, Provider, UserInfo},
         refresh, AuthUser, JwtKeys, PasswordHasher,
@@ -48,6 +49,7 @@ pub struct UserActor {
     cursors: CursorCodec,
     refresh_ttl: Duration,
     oauth: Option<Arc<Provider>>,
+    panic_next: bool,
 }
 
 impl UserActor {
@@ -65,6 +67,7 @@ impl UserActor {
             cursors,
             refresh_ttl,
             oauth: None,
+            panic_next: false,
         }
     }
 
@@ -72,6 +75,18 @@ impl UserActor {
     pub fn with_oauth(mut self, provider: Option<Arc<Provider>>) -> Self {
         self.oauth = provider;
         self
+    }
+
+    /// A handler's work, run through `actors::guarded` (a panic answers
+    /// 503 and the actor goes on).
+    fn reply<T: 'static>(&mut self, work: impl Future<Output = Result<T, AppError>> + 'static) -> Reply<T> {
+        let panic = std::mem::take(&mut self.panic_next);
+        guarded("UserActor", async move {
+            if panic {
+                panic!("injected panic in a UserActor handler");
+            }
+            work.await
+        })
     }
 
     fn ctx(&self) -> Ctx {
@@ -260,7 +275,7 @@ impl Handler<Register> for UserActor {
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         let c = self.ctx();
-        Box::pin(async move {
+        self.reply(async move {
             let hash = c.hasher.hash(msg.password.expose().to_owned()).await?;
             let mut conn = c.pool.get().await?;
             let new = NewUser {
@@ -312,3 +327,11 @@ impl Ctx {
 }
 
 pub use oauth::{BeginOAuth, CompleteOAuth, OAuthStart, OAUTH_STATE_TTL};
+
+impl Handler<PanicNextMessage> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicNextMessage, _: &mut Context<Self>) {
+        self.panic_next = true;
+    }
+}

@@ -38,7 +38,7 @@ impl Handler<BeginOAuth> for UserActor {
 
     fn handle(&mut self, _: BeginOAuth, _: &mut Context<Self>) -> Self::Result {
         let (pool, provider) = (self.pool.clone(), self.oauth.clone());
-        Box::pin(async move {
+        self.reply(async move {
             let provider = provider.ok_or_else(not_configured)?;
             let start = provider.start();
             let mut conn = pool.get().await?;
@@ -63,7 +63,9 @@ impl Handler<CompleteOAuth> for UserActor {
 
     fn handle(&mut self, msg: CompleteOAuth, _: &mut Context<Self>) -> Self::Result {
         let (c, provider) = (self.ctx(), self.oauth.clone());
-        Box::pin(async move {
+        guarded_or(
+            "UserActor",
+            async move {
             let server_error = |e: AppError| {
                 tracing::error!(error = %e, "OAuth login failed on our side");
                 OAuthFailure::ServerError
@@ -107,7 +109,9 @@ impl Handler<CompleteOAuth> for UserActor {
             c.issue_pair(&mut conn, user, Uuid::new_v4())
                 .await
                 .map_err(server_error)
-        })
+            },
+            |_| Err(OAuthFailure::ServerError),
+        )
     }
 }
 
