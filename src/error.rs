@@ -52,6 +52,12 @@ pub enum AppError {
     },
     #[error("Too many requests, please try again later")]
     TooManyRequests { retry_after_secs: u64 },
+    /// The request's Idempotency-Key claim was taken over by a retry before
+    /// the inventory decided it: it created nothing, and answers as the key
+    /// does now (`actors::order`). Seen by a client only as the 409 of a key
+    /// still in flight.
+    #[error("A request with this Idempotency-Key is still being processed")]
+    ClaimLost,
     /// A dependency (Postgres, an actor) is unavailable; the cause is logged.
     #[error("Service temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),

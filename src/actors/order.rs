@@ -31,7 +31,7 @@ use crate::{
     error::AppError,
     models::{
         event::{self, InsertEvents, NewEvents},
-        idempotency::{self, Claim, Scope},
+        idempotency::{self, Claim, Owned, Scope},
         order::{self, OrderCursor, OrderFilter, OrderView},
         reservation::{self, ReservationCursor, ReservationFilter, ReservationView},
     },
@@ -178,30 +178,38 @@ pub struct ChangeStatus {
 }
 
 /// Runs `attempt` under the caller's Idempotency-Key, if any: claims the key
-/// first (a replay, a mismatch or a request in flight end there), passes it
-/// to `attempt` (whose transaction completes it), and frees it when the
+/// first (a replay, a mismatch or a request in flight end there), passes the
+/// claim to `attempt` (whose transaction completes it), and frees it when the
 /// request is refused, so a retry runs again. After a 5xx the outcome is
 /// unknown (the commit may have happened), so the claim stays: the stored
 /// response, or the stale timeout, decides the retry.
+///
+/// A request whose stale claim a retry took over before the inventory
+/// decided it created nothing (`AppError::ClaimLost`); it answers as the key
+/// does then: the retry's stored response, 409 while the retry runs, or,
+/// when the retry was refused and freed the key, a run of its own.
 async fn idempotent<T, Fut>(
     pool: DbPool,
     settings: &OrderSettings,
     scope: Scope,
     user_id: i64,
     idempotency: Option<(String, Vec<u8>)>,
-    attempt: impl FnOnce(Option<String>) -> Fut,
+    mut attempt: impl FnMut(Option<Owned>) -> Fut,
 ) -> Result<Submitted<T>, AppError>
 where
     Fut: Future<Output = Result<T, AppError>>,
 {
+    let Some((key, hash)) = idempotency else {
+        return attempt(None).await.map(Submitted::Created);
+    };
     let ttl = Duration::from_secs(settings.idempotency_ttl_secs);
     let stale = Duration::from_secs(settings.idempotency_stale_secs);
-    let key = match idempotency {
-        None => None,
-        Some((key, hash)) => {
+    let in_flight = || AppError::conflict("A request with this Idempotency-Key is still being processed");
+    for _ in 0..2 {
+        let owned = {
             let mut conn = pool.get().await?;
             match idempotency::claim(&mut conn, user_id, scope, &key, &hash, ttl, stale).await? {
-                Claim::Fresh => Some(key),
+                Claim::Fresh(owned) => owned,
                 Claim::Replay(stored) => return Ok(Submitted::Replayed(stored)),
                 Claim::Mismatch => {
                     return Err(AppError::unprocessable(
@@ -209,24 +217,22 @@ where
                         Vec::new(),
                     ))
                 }
-                Claim::InFlight => {
-                    return Err(AppError::conflict(
-                        "A request with this Idempotency-Key is still being processed",
-                    ))
+                Claim::InFlight => return Err(in_flight()),
+            }
+        };
+        match attempt(Some(owned.clone())).await {
+            Ok(created) => return Ok(Submitted::Created(created)),
+            Err(AppError::ClaimLost) => continue,
+            Err(e) => {
+                if matches!(e, AppError::Conflict { .. } | AppError::Unprocessable { .. }) {
+                    let mut conn = pool.get().await?;
+                    idempotency::release(&mut conn, user_id, scope, &owned).await?;
                 }
+                return Err(e);
             }
-        }
-    };
-    match attempt(key.clone()).await {
-        Ok(created) => Ok(Submitted::Created(created)),
-        Err(e) => {
-            if let (Some(key), AppError::Conflict { .. } | AppError::Unprocessable { .. }) = (&key, &e) {
-                let mut conn = pool.get().await?;
-                idempotency::release(&mut conn, user_id, scope, key).await?;
-            }
-            Err(e)
         }
     }
+    Err(in_flight())
 }
 
 impl Handler<SubmitOrder> for OrderActor {
@@ -242,14 +248,17 @@ impl Handler<SubmitOrder> for OrderActor {
                 Scope::Orders,
                 user_id,
                 msg.idempotency,
-                |key| async move {
-                    inventory
-                        .send(PlaceOrder {
-                            user_id,
-                            lines: msg.lines,
-                            idempotency_key: key,
-                        })
-                        .await?
+                |key| {
+                    let (inventory, lines) = (inventory.clone(), msg.lines.clone());
+                    async move {
+                        inventory
+                            .send(PlaceOrder {
+                                user_id,
+                                lines,
+                                idempotency_key: key,
+                            })
+                            .await?
+                    }
                 },
             )
             .await
@@ -270,15 +279,18 @@ impl Handler<SubmitReservation> for OrderActor {
                 Scope::Reservations,
                 user_id,
                 msg.idempotency,
-                |key| async move {
-                    inventory
-                        .send(Reserve {
-                            user_id,
-                            lines: msg.lines,
-                            ttl_secs: msg.ttl_secs,
-                            idempotency_key: key,
-                        })
-                        .await?
+                |key| {
+                    let (inventory, lines) = (inventory.clone(), msg.lines.clone());
+                    async move {
+                        inventory
+                            .send(Reserve {
+                                user_id,
+                                lines,
+                                ttl_secs: msg.ttl_secs,
+                                idempotency_key: key,
+                            })
+                            .await?
+                    }
                 },
             )
             .await

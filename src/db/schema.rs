@@ -35,6 +35,7 @@ diesel::table! {
         responded_at -> Nullable<Timestamptz>,
         #[max_length = 20]
         scope -> Varchar,
+        claim_token -> Uuid,
     }
 }
 

@@ -2,6 +2,12 @@
 //! claimed before an order or reservation is attempted and completed in the
 //! same transaction that creates it, so an acknowledged order and its stored
 //! response are never apart.
+//!
+//! A claim carries a token. A retry that takes over a stale claim (its
+//! request looked dead) writes a new one, and only the holder of the current
+//! token may complete or release the key: the inventory batch locks the key
+//! rows of its requests with their tokens (`sql::LockProducts`) before it
+//! decides, so a request that lost its claim creates nothing.
 
 use std::time::Duration;
 
@@ -26,9 +32,16 @@ impl Scope {
     }
 }
 
+/// A claimed key: what the request that owns it passes on to complete it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub key: String,
+    pub token: uuid::Uuid,
+}
+
 pub enum Claim {
     /// This request owns the key now; go ahead.
-    Fresh,
+    Fresh(Owned),
     /// The key already produced this response.
     Replay(Stored),
     /// The key was used with another body.
@@ -74,6 +87,10 @@ pub async fn claim(
     stale: Duration,
 ) -> QueryResult<Claim> {
     use idempotency_keys as k;
+    let owned = Owned {
+        key: key.to_owned(),
+        token: uuid::Uuid::new_v4(),
+    };
     for _ in 0..3 {
         let inserted = diesel::insert_into(k::table)
             .values((
@@ -81,12 +98,13 @@ pub async fn claim(
                 k::scope.eq(scope.as_str()),
                 k::key.eq(key),
                 k::request_hash.eq(hash),
+                k::claim_token.eq(owned.token),
             ))
             .on_conflict_do_nothing()
             .execute(conn)
             .await?;
         if inserted == 1 {
-            return Ok(Claim::Fresh);
+            return Ok(Claim::Fresh(owned));
         }
         let existing: Option<Existing> = k::table
             .find((user_id, scope.as_str(), key))
@@ -131,11 +149,11 @@ pub async fn claim(
                         .filter(k::response_status.is_null())
                         .filter(k::created_at.lt(ago(stale))),
                 )
-                .set(k::created_at.eq(diesel::dsl::now))
+                .set((k::created_at.eq(diesel::dsl::now), k::claim_token.eq(owned.token)))
                 .execute(conn)
                 .await?;
                 if taken == 1 {
-                    return Ok(Claim::Fresh);
+                    return Ok(Claim::Fresh(owned));
                 }
             }
             _ => return Ok(Claim::InFlight),
@@ -144,18 +162,20 @@ pub async fn claim(
     Ok(Claim::InFlight)
 }
 
-/// Releases an unfinished claim (the request was refused), so a retry runs again.
+/// Releases an unfinished claim (the request was refused), so a retry runs
+/// again; a claim taken over by a retry is not this request's to release.
 pub async fn release(
     conn: &mut AsyncPgConnection,
     user_id: i64,
     scope: Scope,
-    key: &str,
+    owned: &Owned,
 ) -> QueryResult<usize> {
     use idempotency_keys as k;
     diesel::delete(
         k::table
-            .find((user_id, scope.as_str(), key))
-            .filter(k::response_status.is_null()),
+            .find((user_id, scope.as_str(), &owned.key))
+            .filter(k::response_status.is_null())
+            .filter(k::claim_token.eq(owned.token)),
     )
     .execute(conn)
     .await

@@ -206,4 +206,4 @@ async fn migrations_are_safe_to_run_from_many_instances_at_once() {
     );
 }
 
-const MIGRATIONS_COUNT: usize = 15;
+const MIGRATIONS_COUNT: usize = 16;

@@ -502,3 +502,68 @@ async fn in_flight_key_is_409_and_a_stale_claim_is_taken_over() {
     let r = crate::helpers::Res::from(req().send().await.expect("send")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
+
+/// A request stalled past the stale window (its product row is locked from
+/// here) loses its claim to the retry; the retry's order is the only one, and
+/// the stalled request creates nothing of its own.
+#[actix_web::test]
+async fn a_stalled_request_whose_claim_was_taken_over_creates_no_second_order() {
+    let app = crate::helpers::spawn_app_with(|s| s.orders.idempotency_stale_secs = 1).await;
+    let s = shop(&app).await;
+    let url = app.db.url.clone();
+    let pen = s.pen;
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        use diesel::{connection::SimpleConnection, Connection};
+        let mut conn = crate::helpers::SyncConn::establish(&url).expect("connect");
+        conn.batch_execute(&format!("BEGIN; SELECT 1 FROM products WHERE id = {pen} FOR UPDATE"))
+            .expect("lock");
+        locked_tx.send(()).expect("signal");
+        std::thread::sleep(std::time::Duration::from_millis(3500));
+        conn.batch_execute("COMMIT").expect("commit");
+    });
+    locked_rx.recv().expect("lock held");
+    let send = || {
+        let req = app
+            .client
+            .post(app.url("/api/v1/orders"))
+            .bearer_auth(&s.user)
+            .header("idempotency-key", "stalled")
+            .json(&json!({"items": [{"product_id": s.pen, "quantity": 1}]}));
+        async move { crate::helpers::Res::from(req.send().await.expect("send")).await }
+    };
+    let first = send();
+    let retry = async {
+        // Past the stale window of the first request's claim.
+        tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+        send().await
+    };
+    let (first, retry) = futures_util::future::join(first, retry).await;
+    holder.join().expect("lock holder");
+
+    assert_eq!(app.count("SELECT count(*) FROM orders"), 1, "{} / {}", first.text, retry.text);
+    assert_eq!(app.stock_of(s.pen), 9);
+    let order_id = app.count("SELECT id FROM orders");
+    assert_eq!(
+        app.count("SELECT order_id FROM idempotency_keys WHERE key = 'stalled' AND response_status = 201"),
+        order_id
+    );
+    // One of them created the order; the other answers as the key does:
+    // the same order replayed, or 409 while the retry was still running.
+    let created: Vec<_> = [&first, &retry]
+        .into_iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .collect();
+    assert!(!created.is_empty(), "{} / {}", first.text, retry.text);
+    for r in &created {
+        assert_eq!(r.data()["id"], json!(order_id), "{}", r.text);
+    }
+    for r in [&first, &retry] {
+        assert!(
+            r.status == StatusCode::CREATED || r.status == StatusCode::CONFLICT,
+            "{}: {}",
+            r.status,
+            r.text
+        );
+    }
+}

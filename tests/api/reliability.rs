@@ -1,5 +1,6 @@
 //! Faults: the server is killed mid-sale, the database drops every
-//! connection under load, Redis stops and starts under load.
+//! connection under load, Redis stops and starts under load, an actor's
+//! handler panics.
 
 use std::{
     collections::HashMap,
@@ -442,4 +443,28 @@ async fn redis_stopped_and_started_under_load_costs_no_error_and_no_stale_read()
         a.stock_of(product) + a.count("SELECT coalesce(sum(quantity), 0) FROM order_items"),
         1_000_000
     );
+}
+
+/// A panic inside a UserActor handler answers that request 503 (opaque, with
+/// Retry-After) and the actor goes on serving: the next login works.
+#[actix_web::test]
+async fn a_panicking_user_actor_handler_answers_503_and_the_actor_goes_on() {
+    let app = spawn_app().await;
+    app.user("survivor@example.com").await;
+    app.state
+        .users
+        .send(storefront::actors::PanicNextMessage)
+        .await
+        .expect("send");
+    let r = app.login("survivor@example.com", crate::helpers::PASSWORD).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.body["success"], json!(false));
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(!r.text.contains("panic"), "{}", r.text);
+    for _ in 0..3 {
+        let r = app.login("survivor@example.com", crate::helpers::PASSWORD).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = app.register("after@example.com", "After Panic").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }

@@ -426,3 +426,77 @@ async fn delete_is_soft_and_ends_logins() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Two super admins deleting each other at the same moment: the account
+/// changes lock their rows in one order, so there is no deadlock (never a
+/// 500); the first deletion wins and the deleted admin's request is refused.
+#[actix_web::test]
+async fn super_admins_deleting_each_other_at_once_never_fail_with_500() {
+    let app = spawn_app().await;
+    let _keeper = app.user_with_role("keeper@example.com", "super_admin").await;
+    for round in 0..6 {
+        let a = app
+            .user_with_role(&format!("a{round}@example.com"), "super_admin")
+            .await;
+        let b = app
+            .user_with_role(&format!("b{round}@example.com"), "super_admin")
+            .await;
+        let (ra, rb) = futures_util::future::join(
+            app.delete(&format!("/api/v1/users/{}", b.id), Some(&a.access)),
+            app.delete(&format!("/api/v1/users/{}", a.id), Some(&b.access)),
+        )
+        .await;
+        let statuses = [ra.status, rb.status];
+        let ok = statuses.iter().filter(|s| s.is_success()).count();
+        assert_eq!(ok, 1, "round {round}: {} / {}", ra.text, rb.text);
+        let refused = statuses.iter().find(|s| !s.is_success()).copied();
+        assert_eq!(
+            refused,
+            Some(StatusCode::UNAUTHORIZED),
+            "round {round}: {} / {}",
+            ra.text,
+            rb.text
+        );
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM users WHERE id IN ({}, {}) AND is_active",
+                a.id, b.id
+            )),
+            1
+        );
+    }
+}
+
+/// The current password is checked on the row the change writes: two
+/// changes made with the same current password cannot both succeed.
+#[actix_web::test]
+async fn two_password_changes_with_the_same_current_password_cannot_both_win() {
+    let app = spawn_app().await;
+    let u = app.user("racer@example.com").await;
+    let path = format!("/api/v1/users/{}", u.id);
+    let change = |new: &'static str| {
+        app.put(
+            &path,
+            Some(&u.access),
+            json!({"password": new, "current_password": PASSWORD}),
+        )
+    };
+    let (r1, r2) = futures_util::future::join(change("FirstNew123"), change("SecondNew123")).await;
+    let statuses = [r1.status, r2.status];
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{} / {}",
+        r1.text,
+        r2.text
+    );
+    let loser = if r1.status == StatusCode::OK { &r2 } else { &r1 };
+    assert_eq!(loser.status, StatusCode::BAD_REQUEST, "{}", loser.text);
+    assert_eq!(loser.error_fields(), ["current_password"]);
+    let winner = if r1.status == StatusCode::OK { "FirstNew123" } else { "SecondNew123" };
+    assert_eq!(app.login("racer@example.com", winner).await.status, StatusCode::OK);
+    assert_eq!(
+        app.login("racer@example.com", PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -13,7 +13,7 @@ use crate::{
     error::{AppError, FieldError},
     models::{
         event::NewEvents,
-        idempotency::Scope,
+        idempotency::{Owned, Scope},
         order::{OrderItem, OrderView},
         reservation::{ReservationItem, ReservationView},
     },
@@ -37,7 +37,7 @@ pub struct NewHold {
     pub lines: Vec<Line>,
     pub ttl_secs: i64,
     pub max_active: usize,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<Owned>,
 }
 
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub enum Op {
     Place {
         user_id: i64,
         lines: Vec<Line>,
-        idempotency_key: Option<String>,
+        idempotency_key: Option<Owned>,
     },
     Cancel {
         order_id: i64,
@@ -80,6 +80,23 @@ impl Op {
                 Some(caller.id)
             }
             Op::Adjust { .. } | Op::Expire { .. } => None,
+        }
+    }
+
+    /// The Idempotency-Key the op completes, with its owner and scope.
+    pub fn claim(&self) -> Option<(i64, Scope, &Owned)> {
+        match self {
+            Op::Place {
+                user_id,
+                idempotency_key: Some(owned),
+                ..
+            } => Some((*user_id, Scope::Orders, owned)),
+            Op::Reserve(NewHold {
+                user_id,
+                idempotency_key: Some(owned),
+                ..
+            }) => Some((*user_id, Scope::Reservations, owned)),
+            _ => None,
         }
     }
 
@@ -150,6 +167,9 @@ pub struct Locks {
     pub active_holds: HashMap<i64, usize>,
     /// Callers whose accounts are deactivated (refused with 401).
     pub inactive: Vec<i64>,
+    /// Ops (by index) whose Idempotency-Key claim was taken over by a retry:
+    /// they create nothing.
+    pub lost_claims: Vec<usize>,
     /// Preallocated sequence values.
     pub order_ids: Vec<i64>,
     pub item_ids: Vec<i64>,
@@ -167,6 +187,7 @@ pub struct KeyWrite {
     pub user_id: i64,
     pub scope: Scope,
     pub key: String,
+    pub token: Uuid,
     pub data: String,
     pub order_id: Option<i64>,
 }
@@ -203,7 +224,11 @@ pub fn allocate(ops: &[Op], locks: Locks) -> Allocation {
         locks,
     };
     let mut outcomes = Vec::with_capacity(ops.len());
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
+        if batch.locks.lost_claims.contains(&i) {
+            outcomes.push(Err(AppError::ClaimLost));
+            continue;
+        }
         if op.caller().is_some_and(|id| batch.locks.inactive.contains(&id)) {
             outcomes.push(Err(AppError::Unauthorized("Account is deactivated".into())));
             continue;
@@ -238,7 +263,7 @@ impl Batch {
                 user_id,
                 lines,
                 idempotency_key,
-            } => self.place(*user_id, lines, idempotency_key.as_deref()),
+            } => self.place(*user_id, lines, idempotency_key.as_ref()),
             Op::Cancel { order_id, caller } => self.cancel(*order_id, *caller),
             Op::Adjust { product_id, delta } => self.adjust(*product_id, *delta),
             Op::Reserve(hold) => self.reserve(hold),
@@ -384,15 +409,16 @@ impl Batch {
         &mut self,
         user_id: i64,
         scope: Scope,
-        key: Option<&str>,
+        key: Option<&Owned>,
         data: &impl serde::Serialize,
         order_id: Option<i64>,
     ) -> Result<(), AppError> {
-        if let Some(key) = key {
+        if let Some(owned) = key {
             self.writes.keys.push(KeyWrite {
                 user_id,
                 scope,
-                key: key.to_owned(),
+                key: owned.key.clone(),
+                token: owned.token,
                 data: serde_json::to_string(data).map_err(AppError::internal)?,
                 order_id,
             });
@@ -400,7 +426,7 @@ impl Batch {
         Ok(())
     }
 
-    fn place(&mut self, user_id: i64, lines: &[Line], key: Option<&str>) -> Result<Outcome, AppError> {
+    fn place(&mut self, user_id: i64, lines: &[Line], key: Option<&Owned>) -> Result<Outcome, AppError> {
         let prices = self.priced(lines)?;
         let priced: Vec<(i64, i32, BigDecimal)> = lines
             .iter()
@@ -463,7 +489,7 @@ impl Batch {
         self.complete_key(
             hold.user_id,
             Scope::Reservations,
-            hold.idempotency_key.as_deref(),
+            hold.idempotency_key.as_ref(),
             &view,
             None,
         )?;

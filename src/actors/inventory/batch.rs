@@ -22,6 +22,7 @@ use crate::{
     error::AppError,
     models::{
         event,
+        idempotency::{Owned, Scope},
         order::{self, OrderRow, OrderView},
         reservation,
     },
@@ -226,6 +227,8 @@ async fn decide(
         Op::Reserve(h) => Some(h.user_id),
         _ => None,
     }));
+    let claims: Vec<(usize, (i64, Scope, &Owned))> =
+        ops.iter().enumerate().filter_map(|(i, op)| Some((i, op.claim()?))).collect();
     let lock = sql::LockProducts {
         product_ids,
         orders: n_orders,
@@ -240,6 +243,10 @@ async fn decide(
             })
             .max()
             .unwrap_or(0),
+        key_users: claims.iter().map(|(_, (user, ..))| *user).collect(),
+        key_scopes: claims.iter().map(|(_, (_, scope, _))| scope.as_str()).collect(),
+        key_names: claims.iter().map(|(_, (.., owned))| owned.key.clone()).collect(),
+        key_tokens: claims.iter().map(|(_, (.., owned))| owned.token).collect(),
     };
     let holders = (!holders.is_empty()).then_some(sql::LockHolders { user_ids: holders });
     let rows = tx.lock(holders, lock).await?;
@@ -247,7 +254,7 @@ async fn decide(
     if inject_panic {
         panic!("injected panic in the middle of an inventory batch");
     }
-    let Some((_, _, _, _, _, now, order_ids, item_ids, inactive, active_holds, subscribed)) =
+    let Some((_, _, _, _, _, now, order_ids, item_ids, inactive, active_holds, subscribed, owned)) =
         <[sql::LockedRow]>::first(&rows).cloned()
     else {
         return Err(AppError::internal(anyhow::anyhow!(
@@ -267,6 +274,13 @@ async fn decide(
                 },
             ))
         })
+        .collect();
+    // `owned` numbers the claims still held from 1.
+    locks.lost_claims = claims
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| !owned.contains(&(*n as i64 + 1)))
+        .map(|(_, (i, _))| *i)
         .collect();
     for user in active_holds {
         *locks.active_holds.entry(user).or_default() += 1;
@@ -375,6 +389,7 @@ fn write_statement(
         stmt.key_users.push(k.user_id);
         stmt.key_scopes.push(k.scope.as_str());
         stmt.key_names.push(k.key);
+        stmt.key_tokens.push(k.token);
         stmt.key_orders.push(k.order_id);
         stmt.key_data.push(k.data);
     }

@@ -356,7 +356,7 @@ impl Supervised for InventoryActor {
 pub struct PlaceOrder {
     pub user_id: i64,
     pub lines: Vec<Line>,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<crate::models::idempotency::Owned>,
 }
 
 /// Cancels an order and restocks its items in the same transaction.
@@ -391,7 +391,7 @@ pub struct Reserve {
     pub user_id: i64,
     pub lines: Vec<Line>,
     pub ttl_secs: i64,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<crate::models::idempotency::Owned>,
 }
 
 /// Turns the caller's active hold into a pending order. `created` is false

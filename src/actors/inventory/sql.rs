@@ -45,8 +45,11 @@ impl Query for LockHolders {
 /// enough order and item ids for every order of the batch, which of the
 /// batch's callers are deactivated (their access tokens may still be valid),
 /// and the owners of the active, unexpired holds of `holders` (one entry per
-/// hold, at most `max_active` per holder), and the event types that active
-/// webhook endpoints subscribe to.
+/// hold, at most `max_active` per holder), the event types that active
+/// webhook endpoints subscribe to, and which of the batch's Idempotency-Key
+/// claims (numbered from 1 in the order of `key_*`) are still held with
+/// their tokens, their rows locked until the batch commits: a retry cannot
+/// take one over meanwhile, and a claim already taken over creates nothing.
 #[derive(QueryId)]
 pub struct LockProducts {
     pub product_ids: Vec<i64>,
@@ -55,6 +58,10 @@ pub struct LockProducts {
     pub callers: Vec<i64>,
     pub holders: Vec<i64>,
     pub max_active: i64,
+    pub key_users: Vec<i64>,
+    pub key_scopes: Vec<&'static str>,
+    pub key_names: Vec<String>,
+    pub key_tokens: Vec<Uuid>,
 }
 
 pub type LockedRow = (
@@ -69,6 +76,7 @@ pub type LockedRow = (
     Vec<i64>,
     Vec<i64>,
     Vec<String>,
+    Vec<i64>,
 );
 
 impl QueryFragment<Pg> for LockProducts {
@@ -94,7 +102,20 @@ impl QueryFragment<Pg> for LockProducts {
         out.push_sql(") h) AS holds, ");
         out.push_sql(crate::models::event::SUBSCRIBED_SQL);
         out.push_sql(
-            " AS subscribed), \
+            " AS subscribed, ARRAY(SELECT v.n FROM unnest(",
+        );
+        out.push_bind_param::<Array<Int8>, _>(&self.key_users)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.key_scopes)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.key_names)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.key_tokens)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS v(user_id, scope, key, token, n) \
+               JOIN idempotency_keys k ON k.user_id = v.user_id AND k.scope = v.scope AND k.key = v.key \
+               AND k.claim_token = v.token AND k.response_status IS NULL \
+               ORDER BY k.user_id, k.scope, k.key FOR NO KEY UPDATE OF k) AS owned), \
              locked AS MATERIALIZED (SELECT id, price, stock_quantity, reserved_quantity, is_active \
                FROM products WHERE id = ANY(",
         );
@@ -102,7 +123,7 @@ impl QueryFragment<Pg> for LockProducts {
         out.push_sql(
             ") ORDER BY id FOR UPDATE) \
              SELECT l.id, l.price, l.stock_quantity, l.reserved_quantity, l.is_active, seq.ts, \
-                    seq.order_ids, seq.item_ids, seq.inactive, seq.holds, seq.subscribed \
+                    seq.order_ids, seq.item_ids, seq.inactive, seq.holds, seq.subscribed, seq.owned \
              FROM seq LEFT JOIN locked l ON true",
         );
         Ok(())
@@ -125,6 +146,7 @@ impl Query for LockProducts {
         Array<Int8>,
         Array<Int8>,
         Array<Text>,
+        Array<Int8>,
     );
 }
 
@@ -168,6 +190,7 @@ pub struct WriteBatch {
     pub key_users: Vec<i64>,
     pub key_scopes: Vec<&'static str>,
     pub key_names: Vec<String>,
+    pub key_tokens: Vec<Uuid>,
     pub key_orders: Vec<Option<i64>>,
     /// The JSON of each key's 201 data (the order or the reservation).
     pub key_data: Vec<String>,
@@ -280,12 +303,15 @@ impl QueryFragment<Pg> for WriteBatch {
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.key_names)?;
         out.push_sql(", ");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.key_tokens)?;
+        out.push_sql(", ");
         out.push_bind_param::<Array<Nullable<Int8>>, _>(&self.key_orders)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.key_data)?;
         out.push_sql(
-            ") AS v(user_id, scope, key, order_id, data) \
-               WHERE k.user_id = v.user_id AND k.scope = v.scope AND k.key = v.key RETURNING 1), ",
+            ") AS v(user_id, scope, key, token, order_id, data) \
+               WHERE k.user_id = v.user_id AND k.scope = v.scope AND k.key = v.key \
+               AND k.claim_token = v.token RETURNING 1), ",
         );
         self.events.walk_ctes(&self.now, &mut out)?;
         out.push_sql(
