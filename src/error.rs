@@ -227,7 +227,10 @@ mod tests {
     fn database_failures_are_classified_by_sqlstate() {
         for code in ["08000", "08006", "08P01", "57P01", "57P02", "57P03", "53300"] {
             assert_eq!(DbFailure::of(&db_error(code)), DbFailure::Outage, "{code}");
-            assert!(matches!(AppError::from(db_error(code)), AppError::Unavailable(_)), "{code}");
+            assert!(
+                matches!(AppError::from(db_error(code)), AppError::Unavailable(_)),
+                "{code}"
+            );
         }
         for code in ["40001", "40P01"] {
             assert_eq!(DbFailure::of(&db_error(code)), DbFailure::Conflict, "{code}");
@@ -235,7 +238,10 @@ mod tests {
         }
         for code in ["42P01", "23505", "57014", "22003", "53100"] {
             assert_eq!(DbFailure::of(&db_error(code)), DbFailure::Other, "{code}");
-            assert!(matches!(AppError::from(db_error(code)), AppError::Internal(_)), "{code}");
+            assert!(
+                matches!(AppError::from(db_error(code)), AppError::Internal(_)),
+                "{code}"
+            );
         }
         let closed = Error::DatabaseError(DatabaseErrorKind::ClosedConnection, Box::new(Info("")));
         assert_eq!(DbFailure::of(&closed), DbFailure::Outage);

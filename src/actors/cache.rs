@@ -117,6 +117,10 @@ impl Handler<CheckRedis> for CacheActor {
     type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, _: CheckRedis, _: &mut Context<Self>) -> Self::Result {
-        crate::actors::guarded_or("CacheActor", probe(self.client.clone(), self.health.clone()), |_| false)
+        crate::actors::guarded_or(
+            "CacheActor",
+            probe(self.client.clone(), self.health.clone()),
+            |_| false,
+        )
     }
 }

@@ -242,25 +242,18 @@ impl Handler<SubmitOrder> for OrderActor {
         let (pool, inventory, settings) = (self.pool.clone(), self.inventory.clone(), self.settings.clone());
         guarded("OrderActor", async move {
             let user_id = msg.caller.id;
-            idempotent(
-                pool,
-                &settings,
-                Scope::Orders,
-                user_id,
-                msg.idempotency,
-                |key| {
-                    let (inventory, lines) = (inventory.clone(), msg.lines.clone());
-                    async move {
-                        inventory
-                            .send(PlaceOrder {
-                                user_id,
-                                lines,
-                                idempotency_key: key,
-                            })
-                            .await?
-                    }
-                },
-            )
+            idempotent(pool, &settings, Scope::Orders, user_id, msg.idempotency, |key| {
+                let (inventory, lines) = (inventory.clone(), msg.lines.clone());
+                async move {
+                    inventory
+                        .send(PlaceOrder {
+                            user_id,
+                            lines,
+                            idempotency_key: key,
+                        })
+                        .await?
+                }
+            })
             .await
         })
     }
@@ -360,7 +353,10 @@ impl Handler<GetOrder> for OrderActor {
 
     fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        guarded("OrderActor", async move { visible(&pool, msg.caller, msg.id).await })
+        guarded(
+            "OrderActor",
+            async move { visible(&pool, msg.caller, msg.id).await },
+        )
     }
 }
 

@@ -143,7 +143,10 @@ pub async fn lock_accounts(
     super_admins: bool,
 ) -> QueryResult<Vec<UserRow>> {
     let listed = users::id.eq_any(ids);
-    let query = users::table.select(UserRow::as_select()).order(users::id).for_no_key_update();
+    let query = users::table
+        .select(UserRow::as_select())
+        .order(users::id)
+        .for_no_key_update();
     if super_admins {
         query
             .filter(listed.or(users::role.eq(Role::SuperAdmin).and(users::is_active.eq(true))))

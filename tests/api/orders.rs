@@ -516,8 +516,10 @@ async fn a_stalled_request_whose_claim_was_taken_over_creates_no_second_order() 
     let holder = std::thread::spawn(move || {
         use diesel::{connection::SimpleConnection, Connection};
         let mut conn = crate::helpers::SyncConn::establish(&url).expect("connect");
-        conn.batch_execute(&format!("BEGIN; SELECT 1 FROM products WHERE id = {pen} FOR UPDATE"))
-            .expect("lock");
+        conn.batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM products WHERE id = {pen} FOR UPDATE"
+        ))
+        .expect("lock");
         locked_tx.send(()).expect("signal");
         std::thread::sleep(std::time::Duration::from_millis(3500));
         conn.batch_execute("COMMIT").expect("commit");
@@ -541,7 +543,13 @@ async fn a_stalled_request_whose_claim_was_taken_over_creates_no_second_order() 
     let (first, retry) = futures_util::future::join(first, retry).await;
     holder.join().expect("lock holder");
 
-    assert_eq!(app.count("SELECT count(*) FROM orders"), 1, "{} / {}", first.text, retry.text);
+    assert_eq!(
+        app.count("SELECT count(*) FROM orders"),
+        1,
+        "{} / {}",
+        first.text,
+        retry.text
+    );
     assert_eq!(app.stock_of(s.pen), 9);
     let order_id = app.count("SELECT id FROM orders");
     assert_eq!(

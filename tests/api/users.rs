@@ -493,8 +493,15 @@ async fn two_password_changes_with_the_same_current_password_cannot_both_win() {
     let loser = if r1.status == StatusCode::OK { &r2 } else { &r1 };
     assert_eq!(loser.status, StatusCode::BAD_REQUEST, "{}", loser.text);
     assert_eq!(loser.error_fields(), ["current_password"]);
-    let winner = if r1.status == StatusCode::OK { "FirstNew123" } else { "SecondNew123" };
-    assert_eq!(app.login("racer@example.com", winner).await.status, StatusCode::OK);
+    let winner = if r1.status == StatusCode::OK {
+        "FirstNew123"
+    } else {
+        "SecondNew123"
+    };
+    assert_eq!(
+        app.login("racer@example.com", winner).await.status,
+        StatusCode::OK
+    );
     assert_eq!(
         app.login("racer@example.com", PASSWORD).await.status,
         StatusCode::UNAUTHORIZED

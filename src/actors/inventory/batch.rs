@@ -227,8 +227,11 @@ async fn decide(
         Op::Reserve(h) => Some(h.user_id),
         _ => None,
     }));
-    let claims: Vec<(usize, (i64, Scope, &Owned))> =
-        ops.iter().enumerate().filter_map(|(i, op)| Some((i, op.claim()?))).collect();
+    let claims: Vec<(usize, (i64, Scope, &Owned))> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| Some((i, op.claim()?)))
+        .collect();
     let lock = sql::LockProducts {
         product_ids,
         orders: n_orders,

@@ -35,7 +35,6 @@ impl QueryFragment<Pg> for LockHolders {
 
 impl diesel::query_dsl::RunQueryDslSupport for LockHolders {}
 
-
 impl Query for LockHolders {
     type SqlType = BigInt;
 }
@@ -101,9 +100,7 @@ impl QueryFragment<Pg> for LockProducts {
         out.push_bind_param::<BigInt, _>(&self.max_active)?;
         out.push_sql(") h) AS holds, ");
         out.push_sql(crate::models::event::SUBSCRIBED_SQL);
-        out.push_sql(
-            " AS subscribed, ARRAY(SELECT v.n FROM unnest(",
-        );
+        out.push_sql(" AS subscribed, ARRAY(SELECT v.n FROM unnest(");
         out.push_bind_param::<Array<Int8>, _>(&self.key_users)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.key_scopes)?;
@@ -131,7 +128,6 @@ impl QueryFragment<Pg> for LockProducts {
 }
 
 impl diesel::query_dsl::RunQueryDslSupport for LockProducts {}
-
 
 impl Query for LockProducts {
     type SqlType = (
@@ -324,7 +320,6 @@ impl QueryFragment<Pg> for WriteBatch {
 }
 
 impl diesel::query_dsl::RunQueryDslSupport for WriteBatch {}
-
 
 impl Query for WriteBatch {
     type SqlType = BigInt;

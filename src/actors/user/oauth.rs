@@ -66,49 +66,49 @@ impl Handler<CompleteOAuth> for UserActor {
         guarded_or(
             "UserActor",
             async move {
-            let server_error = |e: AppError| {
-                tracing::error!(error = %e, "OAuth login failed on our side");
-                OAuthFailure::ServerError
-            };
-            let provider = provider.ok_or(OAuthFailure::ServerError)?;
-            let state = msg
-                .state
-                .filter(|s| !s.is_empty() && s.len() <= 512)
-                .ok_or(OAuthFailure::InvalidState)?;
-            // The state must come back to the browser that started the login.
-            if !msg.cookie_state.is_some_and(|cookie| same_state(&cookie, &state)) {
-                return Err(OAuthFailure::InvalidState);
-            }
-            let taken = {
-                let mut conn = c.pool.get().await.map_err(|e| server_error(e.into()))?;
-                oauth_state::take(&mut conn, &refresh::hash(&state))
-                    .await
-                    .map_err(|e| server_error(e.into()))?
-            };
-            let verifier = match taken {
-                Taken::Unknown => return Err(OAuthFailure::InvalidState),
-                Taken::Reused => return Err(OAuthFailure::StateReused),
-                Taken::Fresh { created_at, .. }
-                    if chrono::Utc::now() - created_at
-                        > chrono::Duration::from_std(OAUTH_STATE_TTL).unwrap_or_default() =>
-                {
-                    return Err(OAuthFailure::StateExpired)
+                let server_error = |e: AppError| {
+                    tracing::error!(error = %e, "OAuth login failed on our side");
+                    OAuthFailure::ServerError
+                };
+                let provider = provider.ok_or(OAuthFailure::ServerError)?;
+                let state = msg
+                    .state
+                    .filter(|s| !s.is_empty() && s.len() <= 512)
+                    .ok_or(OAuthFailure::InvalidState)?;
+                // The state must come back to the browser that started the login.
+                if !msg.cookie_state.is_some_and(|cookie| same_state(&cookie, &state)) {
+                    return Err(OAuthFailure::InvalidState);
                 }
-                Taken::Fresh { verifier, .. } => verifier,
-            };
-            if msg.provider_error.is_some() {
-                return Err(OAuthFailure::AccessDenied);
-            }
-            let code = msg
-                .code
-                .filter(|c| !c.is_empty() && c.len() <= 2048)
-                .ok_or(OAuthFailure::ProviderError)?;
-            let info = provider.user(code, verifier).await?;
-            let user = link_or_create(&c, &info).await?;
-            let mut conn = c.pool.get().await.map_err(|e| server_error(e.into()))?;
-            c.issue_pair(&mut conn, user, Uuid::new_v4())
-                .await
-                .map_err(server_error)
+                let taken = {
+                    let mut conn = c.pool.get().await.map_err(|e| server_error(e.into()))?;
+                    oauth_state::take(&mut conn, &refresh::hash(&state))
+                        .await
+                        .map_err(|e| server_error(e.into()))?
+                };
+                let verifier = match taken {
+                    Taken::Unknown => return Err(OAuthFailure::InvalidState),
+                    Taken::Reused => return Err(OAuthFailure::StateReused),
+                    Taken::Fresh { created_at, .. }
+                        if chrono::Utc::now() - created_at
+                            > chrono::Duration::from_std(OAUTH_STATE_TTL).unwrap_or_default() =>
+                    {
+                        return Err(OAuthFailure::StateExpired)
+                    }
+                    Taken::Fresh { verifier, .. } => verifier,
+                };
+                if msg.provider_error.is_some() {
+                    return Err(OAuthFailure::AccessDenied);
+                }
+                let code = msg
+                    .code
+                    .filter(|c| !c.is_empty() && c.len() <= 2048)
+                    .ok_or(OAuthFailure::ProviderError)?;
+                let info = provider.user(code, verifier).await?;
+                let user = link_or_create(&c, &info).await?;
+                let mut conn = c.pool.get().await.map_err(|e| server_error(e.into()))?;
+                c.issue_pair(&mut conn, user, Uuid::new_v4())
+                    .await
+                    .map_err(server_error)
             },
             |_| Err(OAuthFailure::ServerError),
         )
