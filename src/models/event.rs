@@ -145,7 +145,6 @@ impl QueryFragment<Pg> for InsertEvents {
 
 impl diesel::query_dsl::RunQueryDslSupport for InsertEvents {}
 
-
 impl Query for InsertEvents {
     type SqlType = BigInt;
 }

@@ -398,7 +398,6 @@ impl QueryFragment<Pg> for CountSearch {
 
 impl diesel::query_dsl::RunQueryDslSupport for CountSearch {}
 
-
 impl Query for CountSearch {
     type SqlType = (
         BigInt,
