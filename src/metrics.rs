@@ -30,6 +30,9 @@ pub struct Metrics {
     pub events_published: IntCounter,
     pool_connections: IntGaugeVec,
     pools: Mutex<Vec<(&'static str, DbPool)>>,
+    /// Exported only once set: an instance without Redis has no such series.
+    redis_up: IntGauge,
+    redis_up_registered: std::sync::Once,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -177,6 +180,11 @@ impl Metrics {
             events_published,
             pool_connections,
             pools: Mutex::new(Vec::new()),
+            redis_up: must(IntGauge::new(
+                "redis_up",
+                "1 while the configured Redis answers, 0 while it is unreachable",
+            )),
+            redis_up_registered: std::sync::Once::new(),
         }
     }
 
@@ -192,6 +200,13 @@ impl Metrics {
         let labels = [method, route, status.as_str()];
         self.http_requests.with_label_values(&labels).inc();
         self.http_duration.with_label_values(&labels).observe(seconds);
+    }
+
+    /// Sets `storefront_redis_up` (registered on first use).
+    pub fn set_redis_up(&self, up: bool) {
+        self.redis_up_registered
+            .call_once(|| must(self.registry.register(Box::new(self.redis_up.clone()))));
+        self.redis_up.set(i64::from(up));
     }
 
     /// The Prometheus text exposition of every metric.

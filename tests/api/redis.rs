@@ -244,7 +244,8 @@ async fn a_redis_outage_degrades_without_5xx_and_recovers_by_itself() {
     assert_eq!(r.data()["price"], json!("13.00"));
     assert_eq!(r.data()["stock_quantity"], json!(3));
     let r = app.get("/health/ready", None).await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["status"], json!("degraded"));
     assert_eq!(r.body["checks"], json!({"database": "up", "redis": "down"}));
 
     // Redis comes back: the app notices by itself and uses it again.
@@ -255,6 +256,50 @@ async fn a_redis_outage_degrades_without_5xx_and_recovers_by_itself() {
     let r = app.get(&path, None).await;
     assert_eq!(r.data()["price"], json!("13.00"));
     assert_eq!(hits(&app), before + 1, "cache used again");
+}
+
+fn redis_up_metric(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("storefront_redis_up "))
+}
+
+#[actix_web::test]
+async fn a_redis_outage_keeps_the_instance_ready_but_degraded() {
+    let mut redis = OwnRedis::start();
+    let (app, _keys) = spawn_app_with_redis(&redis.url(), |_| {}).await;
+    wait_for_redis(&app, "up").await;
+    let r = app.get("/health/ready", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!({"status": "up", "checks": {"database": "up", "redis": "up"}})
+    );
+    assert_eq!(redis_up_metric(&app.get("/metrics", None).await.text), Some("1"));
+
+    redis.stop();
+    let r = app.get("/health/ready", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!({"status": "degraded", "checks": {"database": "up", "redis": "down"}})
+    );
+    assert_eq!(r.header("retry-after"), None);
+    assert_eq!(redis_up_metric(&app.get("/metrics", None).await.text), Some("0"));
+
+    redis.restart();
+    wait_for_redis(&app, "up").await;
+    let r = app.get("/health/ready", None).await;
+    assert_eq!(r.body["status"], json!("up"));
+    assert_eq!(redis_up_metric(&app.get("/metrics", None).await.text), Some("1"));
+}
+
+#[actix_web::test]
+async fn without_redis_there_is_no_redis_up_metric() {
+    let app = spawn_app().await;
+    let metrics = app.get("/metrics", None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert_eq!(redis_up_metric(&metrics.text), None);
+    assert!(metrics.text.contains("storefront_cache_hits_total "), "{}", metrics.text);
 }
 
 #[actix_web::test]

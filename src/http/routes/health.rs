@@ -31,7 +31,9 @@ pub async fn bare(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text format (outside the envelope). With `metrics.bearer_token`
-/// set, only for `Authorization: Bearer <that token>`.
+/// set, only for `Authorization: Bearer <that token>`. With Redis configured,
+/// `storefront_redis_up` is the state the CacheActor's probe (every second)
+/// and the request path last saw.
 #[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "metrics.bearer_token is set and the request does not carry it")))]
 pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
     if let Some(expected) = state.metrics_token {
@@ -48,6 +50,9 @@ pub async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) ->
                 .finish();
         }
     }
+    if state.cache_actor.is_some() {
+        state.metrics.set_redis_up(state.redis_health.is_up());
+    }
     HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)
         .body(state.metrics.render())
@@ -60,7 +65,21 @@ pub async fn live() -> HttpResponse {
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[utoipa::path(get, path = "/health/ready", tag = "operations", summary = "Readiness (database and Redis)", responses((status = 200, description = "Ready", body = Object, example = json!({"status": "up", "checks": {"database": "up", "redis": "disabled"}})), (status = 503, description = "A dependency is down", body = Object)))]
+/// Readiness: the database alone decides it. Without Redis the service keeps
+/// working (catalog reads from the database, in-process rate limits), so an
+/// unreachable Redis makes the answer `degraded`, still 200: taking every
+/// instance out of the load balancer for it would turn a slower service into
+/// none.
+#[utoipa::path(get, path = "/health/ready", tag = "operations", summary = "Readiness (the database decides; Redis is reported)",
+    responses(
+        (status = 200, description = "Ready. `status` is `degraded` while Redis is configured but unreachable \
+            (cache and rate limits run in process)", body = Object, examples(
+            ("up" = (summary = "Every dependency up", value = json!({"status": "up", "checks": {"database": "up", "redis": "up"}}))),
+            ("without_redis" = (summary = "Redis not configured", value = json!({"status": "up", "checks": {"database": "up", "redis": "disabled"}}))),
+            ("degraded" = (summary = "Redis unreachable", value = json!({"status": "degraded", "checks": {"database": "up", "redis": "down"}})))
+        )),
+        (status = 503, description = "The database is down", body = Object,
+            example = json!({"status": "down", "checks": {"database": "down", "redis": "up"}}))))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let database = matches!(
         tokio::time::timeout(CHECK_TIMEOUT, state.users.send(Ping)).await,
@@ -73,12 +92,16 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             _ => "down",
         },
     };
-    let up = database && redis != "down";
+    let status = match (database, redis) {
+        (false, _) => "down",
+        (true, "down") => "degraded",
+        (true, _) => "up",
+    };
     let body = json!({
-        "status": if up { "up" } else { "down" },
+        "status": status,
         "checks": {"database": if database { "up" } else { "down" }, "redis": redis},
     });
-    if up {
+    if database {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable()
