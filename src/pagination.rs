@@ -14,6 +14,15 @@ use crate::error::{AppError, FieldError};
 pub const DEFAULT_LIMIT: i64 = 10;
 pub const MAX_LIMIT: i64 = 100;
 
+/// v1 offset pages must start before this row: the database reads and
+/// discards every row before the offset, so a deep page costs as much as all
+/// the pages before it. Deeper listings use v2 cursors, which cost the same
+/// at any depth.
+pub const MAX_OFFSET_ROWS: i64 = 10_000;
+
+/// The error for an offset page starting at or beyond [`MAX_OFFSET_ROWS`].
+pub const MAX_OFFSET_MESSAGE: &str = "Offset pagination stops at 10,000 rows; use /api/v2 with cursor";
+
 /// Which API version served the request; only list endpoints differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiVersion {
@@ -198,6 +207,9 @@ impl CursorCodec {
             ApiVersion::V1 => {
                 // Bounded so that offset * limit never overflows.
                 let page = parse_int("page", params.page.as_deref(), 1, 1, 1_000_000, &mut errors);
+                if errors.is_empty() && (page - 1) * limit >= MAX_OFFSET_ROWS {
+                    errors.push(FieldError::new("page", MAX_OFFSET_MESSAGE));
+                }
                 PageRequest::Offset { page, limit }
             }
             ApiVersion::V2 => {
@@ -335,6 +347,39 @@ mod tests {
         // Present but empty is not a number either (`?limit=`).
         assert!(c.page_request::<i64>(ApiVersion::V1, &p("1", ""), "x").is_err());
         assert!(c.page_request::<i64>(ApiVersion::V1, &p(" ", "10"), "x").is_err());
+    }
+
+    #[test]
+    fn offset_pages_stop_at_row_ten_thousand() {
+        let c = CursorCodec::new(b"k");
+        let p = |page: &str, limit: &str| PageParams {
+            page: Some(page.into()),
+            limit: Some(limit.into()),
+            cursor: None,
+        };
+        // Rows 9,990..9,999 and 9,900..9,999: the last pages allowed.
+        for (page, limit) in [("1000", "10"), ("100", "100"), ("10000", "1")] {
+            assert!(
+                c.page_request::<i64>(ApiVersion::V1, &p(page, limit), "x").is_ok(),
+                "page={page}&limit={limit}"
+            );
+        }
+        for (page, limit) in [("1001", "10"), ("101", "100"), ("10001", "1"), ("1000000", "100")] {
+            let errs = c
+                .page_request::<i64>(ApiVersion::V1, &p(page, limit), "x")
+                .expect_err("too deep");
+            assert_eq!(errs.len(), 1, "page={page}&limit={limit}");
+            assert_eq!(errs[0].field.as_deref(), Some("page"));
+            assert_eq!(errs[0].message, MAX_OFFSET_MESSAGE);
+        }
+        // Without a limit the default (10) counts.
+        let deep = PageParams {
+            page: Some("1001".into()),
+            ..PageParams::default()
+        };
+        assert!(c.page_request::<i64>(ApiVersion::V1, &deep, "x").is_err());
+        // v2 has no offsets: `page` is ignored there.
+        assert!(c.page_request::<i64>(ApiVersion::V2, &p("1000000", "100"), "x").is_ok());
     }
 
     #[test]

@@ -293,9 +293,18 @@ pub fn spec() -> utoipa::openapi::OpenApi {
             }
             doc.paths.paths.insert(path.replacen("/api/v1/", prefix, 1), copy);
         }
-        // Offset pages: `cursor` means nothing under v1.
+        // Offset pages: `cursor` means nothing under v1, and `page` stops
+        // at `pagination::MAX_OFFSET_ROWS` (one rule for every list).
         for op in operations(&mut item) {
             drop_parameter(op, "cursor");
+            for p in op.parameters.iter_mut().flatten().filter(|p| p.name == "page") {
+                p.description = Some(format!(
+                    "v1: page number, from 1. (page - 1) * limit must stay below {}: deeper pages are a \
+                     400 (\"{}\")",
+                    crate::pagination::MAX_OFFSET_ROWS,
+                    crate::pagination::MAX_OFFSET_MESSAGE
+                ));
+            }
         }
         doc.paths.paths.insert(path, item);
     }

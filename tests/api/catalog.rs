@@ -792,3 +792,84 @@ async fn remembered_search_totals_are_exact_after_concurrent_changes() {
         assert_eq!(r.data()["total"].as_i64(), Some(expected));
     }
 }
+
+#[actix_web::test]
+async fn v1_offset_pages_stop_at_row_ten_thousand_on_every_list() {
+    let app = spawn_app().await;
+    let admin = admin(&app).await;
+    let id = app.product(&admin, "Kettle", "30.00", 5).await;
+    let r = app
+        .post(
+            "/api/v1/orders",
+            Some(&admin),
+            json!({"items": [{"product_id": id, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = app
+        .post(
+            "/api/v1/webhooks",
+            Some(&admin),
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["order.created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let webhook = r.data()["id"].as_i64().expect("webhook id");
+
+    // The last page allowed starts at row 9,990; the next one is refused.
+    let r = app.get("/api/v1/products?page=1000&limit=10", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.data()["page"], json!(1000));
+    assert_eq!(r.data()["items"], json!([]));
+    assert_eq!(r.data()["total"], json!(1));
+
+    let deliveries = format!("/api/v1/webhooks/{webhook}/deliveries");
+    for list in [
+        "/api/v1/products",
+        "/api/v1/categories",
+        "/api/v1/users",
+        "/api/v1/orders",
+        "/api/v1/reservations",
+        "/api/v1/webhooks",
+        deliveries.as_str(),
+    ] {
+        for query in ["page=1001&limit=10", "page=101&limit=100", "page=1001"] {
+            let r = app.get(&format!("{list}?{query}"), Some(&admin)).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{list}?{query}: {}", r.text);
+            assert_eq!(r.body["message"], json!("Validation Error"), "{list}?{query}");
+            assert_eq!(
+                r.body["errors"],
+                json!([{
+                    "field": "page",
+                    "message": "Offset pagination stops at 10,000 rows; use /api/v2 with cursor"
+                }]),
+                "{list}?{query}"
+            );
+        }
+        let r = app
+            .get(&format!("{list}?page=1000&limit=10"), Some(&admin))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{list}: {}", r.text);
+        // v2 has no offsets: the same query is an ordinary first page.
+        let v2 = list.replacen("/api/v1/", "/api/v2/", 1);
+        let r = app
+            .get(&format!("{v2}?page=1001&limit=10"), Some(&admin))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{v2}: {}", r.text);
+        assert!(r.data()["next_cursor"].is_null(), "{v2}: {}", r.text);
+    }
+
+    // The OpenAPI document says so on every v1 list's `page`.
+    let spec = app.get("/openapi.json", None).await.body;
+    for list in ["/api/v1/products", "/api/v1/orders", "/api/v1/webhooks/{id}/deliveries"] {
+        let params = spec["paths"][list]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let page = params.iter().find(|p| p["name"] == "page").expect("page");
+        let description = page["description"].as_str().expect("description");
+        assert!(
+            description.contains("must stay below 10000") && description.contains("use /api/v2 with cursor"),
+            "{list}: {description}"
+        );
+    }
+}
