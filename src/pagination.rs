@@ -360,7 +360,8 @@ mod tests {
         // Rows 9,990..9,999 and 9,900..9,999: the last pages allowed.
         for (page, limit) in [("1000", "10"), ("100", "100"), ("10000", "1")] {
             assert!(
-                c.page_request::<i64>(ApiVersion::V1, &p(page, limit), "x").is_ok(),
+                c.page_request::<i64>(ApiVersion::V1, &p(page, limit), "x")
+                    .is_ok(),
                 "page={page}&limit={limit}"
             );
         }
@@ -379,7 +380,9 @@ mod tests {
         };
         assert!(c.page_request::<i64>(ApiVersion::V1, &deep, "x").is_err());
         // v2 has no offsets: `page` is ignored there.
-        assert!(c.page_request::<i64>(ApiVersion::V2, &p("1000000", "100"), "x").is_ok());
+        assert!(c
+            .page_request::<i64>(ApiVersion::V2, &p("1000000", "100"), "x")
+            .is_ok());
     }
 
     #[test]

@@ -846,22 +846,22 @@ async fn v1_offset_pages_stop_at_row_ten_thousand_on_every_list() {
                 "{list}?{query}"
             );
         }
-        let r = app
-            .get(&format!("{list}?page=1000&limit=10"), Some(&admin))
-            .await;
+        let r = app.get(&format!("{list}?page=1000&limit=10"), Some(&admin)).await;
         assert_eq!(r.status, StatusCode::OK, "{list}: {}", r.text);
         // v2 has no offsets: the same query is an ordinary first page.
         let v2 = list.replacen("/api/v1/", "/api/v2/", 1);
-        let r = app
-            .get(&format!("{v2}?page=1001&limit=10"), Some(&admin))
-            .await;
+        let r = app.get(&format!("{v2}?page=1001&limit=10"), Some(&admin)).await;
         assert_eq!(r.status, StatusCode::OK, "{v2}: {}", r.text);
         assert!(r.data()["next_cursor"].is_null(), "{v2}: {}", r.text);
     }
 
     // The OpenAPI document says so on every v1 list's `page`.
     let spec = app.get("/openapi.json", None).await.body;
-    for list in ["/api/v1/products", "/api/v1/orders", "/api/v1/webhooks/{id}/deliveries"] {
+    for list in [
+        "/api/v1/products",
+        "/api/v1/orders",
+        "/api/v1/webhooks/{id}/deliveries",
+    ] {
         let params = spec["paths"][list]["get"]["parameters"]
             .as_array()
             .expect("parameters");

@@ -259,8 +259,7 @@ async fn a_redis_outage_degrades_without_5xx_and_recovers_by_itself() {
 }
 
 fn redis_up_metric(text: &str) -> Option<&str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("storefront_redis_up "))
+    text.lines().find_map(|l| l.strip_prefix("storefront_redis_up "))
 }
 
 #[actix_web::test]
@@ -299,7 +298,11 @@ async fn without_redis_there_is_no_redis_up_metric() {
     let metrics = app.get("/metrics", None).await;
     assert_eq!(metrics.status, StatusCode::OK);
     assert_eq!(redis_up_metric(&metrics.text), None);
-    assert!(metrics.text.contains("storefront_cache_hits_total "), "{}", metrics.text);
+    assert!(
+        metrics.text.contains("storefront_cache_hits_total "),
+        "{}",
+        metrics.text
+    );
 }
 
 #[actix_web::test]
