@@ -15,13 +15,18 @@ ensure_redis_server_binary "error: the tests need the redis-server binary (the R
 servers on other ports), even with a Redis answering on 127.0.0.1:6379. Either:
   sudo apt-get install -y redis-server
 or put any redis-server 6+ on PATH." || exit 1
+# The tests that need an external tool skip themselves when it is missing,
+# unless its STOREFRONT_REQUIRE_* switch is set (.ci/run sets all three:
+# STOREFRONT_REQUIRE_BROWSER, STOREFRONT_REQUIRE_SCHEMATHESIS,
+# STOREFRONT_REQUIRE_DIESEL); then the test fails, naming what to install.
 # Debian's Chromium, for the headless check that /docs renders.
 if ! command -v chromium >/dev/null; then
-  apt_install chromium || echo "note: chromium is not installed and could not be (needs root and apt); the /docs browser test will be skipped" >&2
+  apt_install chromium || echo "note: chromium is not installed and could not be (needs root and apt); the /docs browser test will be skipped (or fail, with STOREFRONT_REQUIRE_BROWSER set)" >&2
 fi
 if command -v chromium >/dev/null; then export STOREFRONT_REQUIRE_BROWSER=1; fi
 # Schemathesis (PyPI, pinned) for the schema-driven fuzz test, in a venv kept
-# between runs. STOREFRONT_SKIP_FUZZ=1 skips it (the test then says so).
+# between runs. STOREFRONT_SKIP_FUZZ=1 skips it (the test then says so, or
+# fails with STOREFRONT_REQUIRE_SCHEMATHESIS set).
 SCHEMATHESIS_VERSION=4.32.5
 if [ -z "${STOREFRONT_SKIP_FUZZ:-}" ] && [ -z "${STOREFRONT_SCHEMATHESIS:-}" ]; then
   venv="${XDG_CACHE_HOME:-$HOME/.cache}/storefront/schemathesis-$SCHEMATHESIS_VERSION"
@@ -49,7 +54,8 @@ fi
 # The diesel CLI (crates.io, pinned to the diesel in Cargo.lock), for the test
 # that developers' `diesel migration run` / `redo` and `print-schema` work on
 # migrations/ and reproduce src/db/schema.rs. Kept between runs like
-# schemathesis; STOREFRONT_SKIP_DIESEL=1 skips that test.
+# schemathesis; STOREFRONT_SKIP_DIESEL=1 skips that test (or makes it fail,
+# with STOREFRONT_REQUIRE_DIESEL set).
 DIESEL_CLI_VERSION=2.3.14
 if [ -z "${STOREFRONT_SKIP_DIESEL:-}" ] && [ -z "${STOREFRONT_DIESEL:-}" ]; then
   root="${XDG_CACHE_HOME:-$HOME/.cache}/storefront/diesel-cli-$DIESEL_CLI_VERSION"

@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `create-admin`.
+//! The command line: `serve` (default), `migrate`, `healthcheck`, `seed`, `create-admin`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -37,13 +37,19 @@ pub enum Command {
     /// Exit 0 when GET /health/live on this machine's server answers 200
     /// (the Docker HEALTHCHECK; needs no curl in the image).
     Healthcheck,
-    /// Load demo data: categories, N products, a demo admin and customer.
+    /// Load demo data: categories, N products and, outside production, a
+    /// demo admin and customer with the README's (published) passwords.
     Seed {
         #[arg(long, default_value_t = 1000)]
         products: i64,
         /// Do nothing when the catalog already has products.
         #[arg(long)]
         if_empty: bool,
+        /// With APP_ENVIRONMENT=production, create the demo accounts too:
+        /// passwords from STOREFRONT_DEMO_ADMIN_PASSWORD and
+        /// STOREFRONT_DEMO_CUSTOMER_PASSWORD, or random ones printed once.
+        #[arg(long)]
+        demo_accounts: bool,
     },
     /// Create an admin account. The password comes from
     /// STOREFRONT_ADMIN_PASSWORD or a prompt.
@@ -81,25 +87,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CreateAdmin { email, name, role } => create_admin(settings, &email, &name, &role).await,
-        Command::Seed { products, if_empty } => {
-            let url = settings.database.url.expose_secret();
-            migrate::run_pending(url).await?;
-            let report = crate::seed::run(url, products.max(0), if_empty).await?;
-            if report.skipped {
-                println!("catalog already has {} products; nothing seeded", report.products);
-            } else {
-                println!("seeded {} products in {:.1}s", report.products, report.seconds);
-                println!(
-                    "demo accounts: {} / {} (super_admin), {} / {} (user)",
-                    crate::seed::DEMO_ADMIN.0,
-                    crate::seed::DEMO_ADMIN.1,
-                    crate::seed::DEMO_CUSTOMER.0,
-                    crate::seed::DEMO_CUSTOMER.1
-                );
-            }
-            Ok(())
+        Command::Seed {
+            products,
+            if_empty,
+            demo_accounts,
+        } => seed(settings, products, if_empty, demo_accounts).await,
+    }
+}
+
+async fn seed(settings: Settings, products: i64, if_empty: bool, demo_accounts: bool) -> anyhow::Result<()> {
+    use crate::seed::PasswordOrigin;
+    let accounts = crate::seed::demo_accounts(settings.environment, demo_accounts, |name| {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    })?;
+    let url = settings.database.url.expose_secret();
+    migrate::run_pending(url).await?;
+    let report = crate::seed::seed(url, products.max(0), if_empty, &accounts).await?;
+    if report.skipped {
+        println!("catalog already has {} products; nothing seeded", report.products);
+        return Ok(());
+    }
+    println!("seeded {} products in {:.1}s", report.products, report.seconds);
+    if accounts.is_empty() {
+        println!(
+            "no demo accounts (APP_ENVIRONMENT={}; --demo-accounts creates them)",
+            settings.environment.as_str()
+        );
+    }
+    for (account, (_, created)) in accounts.iter().zip(&report.accounts) {
+        let who = format!("demo account {} ({})", account.email, account.role);
+        match (created, account.origin) {
+            (false, _) => println!("{who} already exists; its password is unchanged"),
+            (true, PasswordOrigin::Published) => println!(
+                "{who}: password {} (published in the README: development only)",
+                account.password.expose()
+            ),
+            (true, PasswordOrigin::Environment(variable)) => println!("{who}: password from {variable}"),
+            (true, PasswordOrigin::Generated) => println!(
+                "{who}: password {} (generated; shown only this once)",
+                account.password.expose()
+            ),
         }
     }
+    Ok(())
 }
 
 fn healthcheck(port: u16) -> anyhow::Result<()> {

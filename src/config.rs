@@ -221,7 +221,7 @@ mod repository {
 }
 
 /// Whether `secret` appears in this repository (so in anyone's hands).
-fn published(secret: &str) -> bool {
+pub(crate) fn published(secret: &str) -> bool {
     let secret = secret.trim();
     secret.len() >= 8
         && repository::PUBLISHED
@@ -430,48 +430,199 @@ impl Settings {
                 .encode(random)
                 .into();
         }
-        if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
-            return Err(SettingsError::Invalid("auth TTLs must be positive".into()));
-        }
+        let mut errors = Vec::new();
+        self.check_ranges(&mut errors);
         let r = &self.reservations;
-        if !(1 <= r.min_ttl_secs && r.min_ttl_secs <= r.ttl_secs && r.ttl_secs <= r.max_ttl_secs) {
-            return Err(SettingsError::Invalid(format!(
-                "reservations: need 1 <= min_ttl_secs ({}) <= ttl_secs ({}) <= max_ttl_secs ({})",
+        if !(r.min_ttl_secs <= r.ttl_secs && r.ttl_secs <= r.max_ttl_secs) {
+            errors.push(format!(
+                "reservations: need min_ttl_secs ({}) <= ttl_secs ({}) <= max_ttl_secs ({})",
                 r.min_ttl_secs, r.ttl_secs, r.max_ttl_secs
-            )));
-        }
-        let w = &self.webhooks;
-        if w.timeout_ms == 0 || w.max_in_flight == 0 || w.poll_interval_ms == 0 {
-            return Err(SettingsError::Invalid(
-                "webhooks: timeout_ms, max_in_flight and poll_interval_ms must be positive".into(),
             ));
         }
-        if w.retry_schedule_secs.is_empty() || w.retry_schedule_secs.contains(&0) {
-            return Err(SettingsError::Invalid(
-                "webhooks.retry_schedule_secs needs at least one delay, each at least 1 second".into(),
-            ));
-        }
-        if self.events.publish_batch < 1 {
-            return Err(SettingsError::Invalid(
-                "events.publish_batch must be positive".into(),
-            ));
+        if self.webhooks.retry_schedule_secs.is_empty() {
+            errors.push("webhooks.retry_schedule_secs needs at least one delay".into());
         }
         if self.events.nats_url().is_some() {
             let subject = &self.events.nats_subject_prefix;
             if self.events.nats_stream.is_empty() || subject.is_empty() || subject.contains(['*', '>', ' ']) {
-                return Err(SettingsError::Invalid(
+                errors.push(
                     "events: nats_stream and nats_subject_prefix must be set (the prefix without wildcards \
                      or spaces)"
                         .into(),
-                ));
+                );
             }
         }
-        if self.server.json_limit == 0 {
-            return Err(SettingsError::Invalid(
-                "server.json_limit must be positive".into(),
-            ));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(errors.join("; ")))
         }
-        Ok(())
+    }
+
+    /// Every numeric setting within the range its users can handle: a value
+    /// beyond it (a TTL too long for a `chrono` duration, a zero interval for
+    /// a timer) would otherwise be accepted here and panic at first use.
+    /// Bounds beyond the technical limits are generous sanity limits: a
+    /// value outside them is a typo, not a deployment choice.
+    fn check_ranges(&self, errors: &mut Vec<String>) {
+        const MINUTE: i128 = 60;
+        const HOUR: i128 = 60 * MINUTE;
+        const DAY: i128 = 24 * HOUR;
+        const YEAR: i128 = 365 * DAY;
+        let mut range = |key: &str, value: i128, min: i128, max: i128| {
+            if !(min..=max).contains(&value) {
+                errors.push(format!("{key} must be between {min} and {max}; it is {value}"));
+            }
+        };
+        // Every field below is at most 64 bits wide, so it fits an i128.
+        let n = |v: u64| i128::from(v);
+        let z = |v: usize| i128::try_from(v).unwrap_or(i128::MAX);
+
+        let server = &self.server;
+        range("server.port", i128::from(server.port), 0, 65_535);
+        range("server.workers", z(server.workers), 0, 1024);
+        range("server.json_limit", z(server.json_limit), 1, 1 << 30);
+        range(
+            "server.shutdown_timeout_secs",
+            n(server.shutdown_timeout_secs),
+            0,
+            HOUR,
+        );
+
+        let database = &self.database;
+        range(
+            "database.acquire_timeout_ms",
+            n(database.acquire_timeout_ms),
+            1,
+            10 * MINUTE * 1000,
+        );
+        let pools = &database.pools;
+        for (name, pool) in [
+            ("user", &pools.user),
+            ("inventory", &pools.inventory),
+            ("order", &pools.order),
+            ("catalog", &pools.catalog),
+            ("reads", &pools.reads),
+            ("webhooks", &pools.webhooks),
+            ("jetstream", &pools.jetstream),
+        ] {
+            range(
+                &format!("database.pools.{name}.max_size"),
+                i128::from(pool.max_size),
+                1,
+                1000,
+            );
+        }
+
+        let cache = &self.cache;
+        range("cache.ttl_secs", n(cache.ttl_secs), 1, 30 * DAY);
+        range("cache.local_capacity", n(cache.local_capacity), 1, 100_000_000);
+        range("cache.search_totals", n(cache.search_totals), 0, 100_000_000);
+
+        let inventory = &self.inventory;
+        range("inventory.max_batch", z(inventory.max_batch), 1, 10_000);
+        range("inventory.max_wait_us", n(inventory.max_wait_us), 0, 1_000_000);
+        range("inventory.max_queue", z(inventory.max_queue), 1, 100_000_000);
+        range("inventory.max_in_flight", z(inventory.max_in_flight), 1, 1000);
+
+        let orders = &self.orders;
+        range(
+            "orders.idempotency_ttl_secs",
+            n(orders.idempotency_ttl_secs),
+            1,
+            YEAR,
+        );
+        range(
+            "orders.idempotency_stale_secs",
+            n(orders.idempotency_stale_secs),
+            1,
+            DAY,
+        );
+
+        let holds = &self.reservations;
+        range("reservations.ttl_secs", i128::from(holds.ttl_secs), 1, 30 * DAY);
+        range(
+            "reservations.min_ttl_secs",
+            i128::from(holds.min_ttl_secs),
+            1,
+            30 * DAY,
+        );
+        range(
+            "reservations.max_ttl_secs",
+            i128::from(holds.max_ttl_secs),
+            1,
+            30 * DAY,
+        );
+        range(
+            "reservations.max_active_per_user",
+            z(holds.max_active_per_user),
+            1,
+            10_000,
+        );
+        range(
+            "reservations.expiry_interval_ms",
+            n(holds.expiry_interval_ms),
+            10,
+            HOUR * 1000,
+        );
+        range("reservations.expiry_batch", z(holds.expiry_batch), 1, 10_000);
+
+        let webhooks = &self.webhooks;
+        range(
+            "webhooks.timeout_ms",
+            n(webhooks.timeout_ms),
+            1,
+            10 * MINUTE * 1000,
+        );
+        range("webhooks.max_age_secs", n(webhooks.max_age_secs), 1, YEAR);
+        for (i, delay) in webhooks.retry_schedule_secs.iter().enumerate() {
+            range(
+                &format!("webhooks.retry_schedule_secs[{i}]"),
+                n(*delay),
+                1,
+                30 * DAY,
+            );
+        }
+        range("webhooks.max_in_flight", z(webhooks.max_in_flight), 1, 10_000);
+        range(
+            "webhooks.poll_interval_ms",
+            n(webhooks.poll_interval_ms),
+            1,
+            HOUR * 1000,
+        );
+        range("webhooks.retention_secs", n(webhooks.retention_secs), 1, YEAR);
+        range(
+            "webhooks.prune_interval_secs",
+            n(webhooks.prune_interval_secs),
+            1,
+            DAY,
+        );
+
+        range(
+            "events.publish_batch",
+            i128::from(self.events.publish_batch),
+            1,
+            100_000,
+        );
+
+        let auth = &self.auth;
+        range("auth.access_ttl_secs", n(auth.access_ttl_secs), 1, DAY);
+        range("auth.refresh_ttl_secs", n(auth.refresh_ttl_secs), 1, YEAR);
+        range("auth.hash_concurrency", z(auth.hash_concurrency), 0, 1024);
+
+        let limits = &self.rate_limit;
+        range("rate_limit.api_max", i128::from(limits.api_max), 1, 100_000_000);
+        range("rate_limit.auth_max", i128::from(limits.auth_max), 1, 100_000_000);
+        range("rate_limit.window_secs", n(limits.window_secs), 1, DAY);
+        // Shorter than a /32 would count a whole provider as one client.
+        range("rate_limit.ipv6_prefix", i128::from(limits.ipv6_prefix), 32, 128);
+
+        range(
+            "oauth.google.timeout_ms",
+            n(self.oauth.google.timeout_ms),
+            1,
+            10 * MINUTE * 1000,
+        );
     }
 
     pub fn address(&self) -> String {
@@ -585,6 +736,90 @@ mod tests {
         assert_ne!(
             a.auth.jwt_secret.expose_secret(),
             b.auth.jwt_secret.expose_secret()
+        );
+    }
+
+    fn refused(pairs: &[(&str, &str)]) -> String {
+        let mut all = vec![("APP_ENVIRONMENT", "test")];
+        all.extend_from_slice(pairs);
+        Settings::load_from(dir(), &vars(&all))
+            .expect_err("must refuse")
+            .to_string()
+    }
+
+    #[test]
+    fn the_shipped_files_are_within_every_range() {
+        for env in ["development", "test", "production"] {
+            let fresh = format!("{:x}{:x}", rand::random::<u128>(), rand::random::<u128>());
+            let s = Settings::load_from(dir(), &vars(&[("APP_ENVIRONMENT", env), ("JWT_SECRET", &fresh)]));
+            assert!(s.is_ok(), "{env}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn a_duration_too_long_for_chrono_is_refused_with_its_key() {
+        assert_eq!(
+            refused(&[("APP__WEBHOOKS__RETENTION_SECS", "99999999999999")]),
+            "webhooks.retention_secs must be between 1 and 31536000; it is 99999999999999"
+        );
+        assert_eq!(
+            refused(&[("APP__ORDERS__IDEMPOTENCY_TTL_SECS", "18446744073709551615")]),
+            "orders.idempotency_ttl_secs must be between 1 and 31536000; it is 18446744073709551615"
+        );
+        // The bounds themselves are accepted.
+        let s = Settings::load_from(
+            dir(),
+            &vars(&[
+                ("APP_ENVIRONMENT", "test"),
+                ("APP__WEBHOOKS__RETENTION_SECS", "31536000"),
+                ("APP__WEBHOOKS__PRUNE_INTERVAL_SECS", "1"),
+            ]),
+        )
+        .expect("settings");
+        assert_eq!(s.webhooks.retention_secs, 31_536_000);
+    }
+
+    #[test]
+    fn zero_intervals_pool_sizes_and_batches_are_refused() {
+        assert_eq!(
+            refused(&[("APP__WEBHOOKS__PRUNE_INTERVAL_SECS", "0")]),
+            "webhooks.prune_interval_secs must be between 1 and 86400; it is 0"
+        );
+        assert_eq!(
+            refused(&[("APP__DATABASE__POOLS__READS__MAX_SIZE", "0")]),
+            "database.pools.reads.max_size must be between 1 and 1000; it is 0"
+        );
+        assert_eq!(
+            refused(&[("APP__INVENTORY__MAX_BATCH", "0")]),
+            "inventory.max_batch must be between 1 and 10000; it is 0"
+        );
+        assert_eq!(
+            refused(&[("APP__RESERVATIONS__EXPIRY_INTERVAL_MS", "5")]),
+            "reservations.expiry_interval_ms must be between 10 and 3600000; it is 5"
+        );
+        assert_eq!(
+            refused(&[("APP__WEBHOOKS__RETRY_SCHEDULE_SECS", "5,0")]),
+            "webhooks.retry_schedule_secs[1] must be between 1 and 2592000; it is 0"
+        );
+        assert_eq!(
+            refused(&[("APP__RATE_LIMIT__IPV6_PREFIX", "129")]),
+            "rate_limit.ipv6_prefix must be between 32 and 128; it is 129"
+        );
+    }
+
+    #[test]
+    fn every_out_of_range_value_is_reported_at_once() {
+        assert_eq!(
+            refused(&[
+                ("APP__SERVER__JSON_LIMIT", "0"),
+                ("APP__AUTH__ACCESS_TTL_SECS", "0"),
+                ("APP__EVENTS__PUBLISH_BATCH", "-1"),
+                ("APP__RESERVATIONS__TTL_SECS", "7200"),
+            ]),
+            "server.json_limit must be between 1 and 1073741824; it is 0; \
+             events.publish_batch must be between 1 and 100000; it is -1; \
+             auth.access_ttl_secs must be between 1 and 86400; it is 0; \
+             reservations: need min_ttl_secs (30) <= ttl_secs (7200) <= max_ttl_secs (3600)"
         );
     }
 

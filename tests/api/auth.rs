@@ -223,6 +223,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     let stored = app
         .db
         .texts("SELECT encode(token_hash, 'escape') AS name FROM refresh_tokens");
+    assert_eq!(stored.len(), 4, "one row per token issued");
     assert!(stored.iter().all(|s| !s.contains(token)));
 
     let r = app
@@ -234,13 +235,29 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
 }
 
 #[actix_web::test]
-async fn concurrent_refreshes_of_one_token_yield_at_most_one_pair() {
+async fn concurrent_refreshes_of_one_token_yield_exactly_one_pair() {
     let app = spawn_app().await;
     let u = app.user("erin@example.com").await;
     let futs = (0..5).map(|_| app.post("/api/v1/auth/refresh", None, json!({"refresh_token": u.refresh})));
     let results = futures_util::future::join_all(futs).await;
-    let ok = results.iter().filter(|r| r.status == StatusCode::OK).count();
-    assert!(ok <= 1, "{ok} refreshes succeeded");
+    let ok: Vec<&crate::helpers::Res> = results.iter().filter(|r| r.status == StatusCode::OK).collect();
+    let refused = results
+        .iter()
+        .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+        .count();
+    // One rotation wins; the others present a spent token (reuse).
+    assert_eq!(
+        (ok.len(), refused),
+        (1, 4),
+        "{:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    // Reuse revoked the family, so the winner's new refresh token is dead too.
+    let second = ok[0].data()["refresh_token"].as_str().expect("token");
+    let r = app
+        .post("/api/v1/auth/refresh", None, json!({"refresh_token": second}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
 }
 
 #[actix_web::test]

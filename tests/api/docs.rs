@@ -161,7 +161,8 @@ async fn docs_are_served_by_the_server_itself() {
 }
 
 /// Headless Chromium (Debian's, installed by scripts/test.sh) renders /docs
-/// and shows the operations.
+/// and shows the operations. Skipped without Chromium, unless
+/// STOREFRONT_REQUIRE_BROWSER is set.
 #[actix_web::test]
 async fn docs_render_in_a_headless_browser() {
     let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
@@ -171,10 +172,11 @@ async fn docs_render_in_a_headless_browser() {
             .is_ok_and(|o| o.status.success())
     });
     let Some(chromium) = chromium else {
-        if std::env::var("STOREFRONT_REQUIRE_BROWSER").is_ok() {
-            panic!("chromium is not installed (scripts/test.sh installs it)");
-        }
-        eprintln!("skipping: chromium is not installed (scripts/test.sh installs it)");
+        crate::helpers::tool_missing(
+            "STOREFRONT_REQUIRE_BROWSER",
+            "chromium is not installed: sudo apt-get install -y chromium \
+             (scripts/test.sh installs it when run as root)",
+        );
         return;
     };
     let app = spawn_app().await;

@@ -1,7 +1,8 @@
 //! Events: webhook endpoints and their API, signed delivery to a receiver
-//! inside the test process, retries, slow and dead receivers, two instances,
-//! the JetStream sink read back by a consumer, kill -9 mid-sale and a
-//! database that drops its connections mid-delivery.
+//! inside the test process, refused address ranges, retries, slow and dead
+//! receivers, endless response bodies, proxies in the environment, two
+//! instances, the JetStream sink read back by a consumer, kill -9 mid-sale
+//! and a database that drops its connections mid-delivery.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -397,6 +398,270 @@ async fn wait_for_attempts(app: &TestApp, admin: &str, id: i64, n: usize) -> Vec
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[actix_web::test]
+async fn every_reserved_range_is_refused_at_creation_and_delivery() {
+    let app = spawn_app_with(|s| s.webhooks.allow_private_targets = false).await;
+    let admin = app.user_with_role("admin@example.com", "admin").await.access;
+    let create = |url: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            app.post(
+                "/api/v1/webhooks",
+                Some(admin),
+                json!({"url": url, "events": ["order.created"]}),
+            )
+            .await
+        }
+    };
+    for url in [
+        "http://0.1.2.3/hook",
+        "http://100.64.0.1/hook",
+        "http://192.0.0.8/hook",
+        "http://198.18.0.1/hook",
+        "http://198.19.255.254/hook",
+        "http://240.0.0.1/hook",
+        "http://255.255.255.255/hook",
+        "http://224.0.0.251/hook",
+        "http://[::ffff:169.254.169.254]/latest",
+        "http://[::10.0.0.1]/hook",
+        "http://[64:ff9b::10.0.0.1]/hook",
+        "http://[64:ff9b:1::808:808]/hook",
+        "http://[2002:c0a8:101::1]/hook",
+        "http://[fc00::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://[ff02::1]/hook",
+    ] {
+        let r = create(url).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.text);
+        assert_eq!(r.error_fields(), vec!["url".to_owned()], "{url}");
+    }
+    // Their public neighbours are accepted.
+    for url in [
+        "http://100.128.0.1/hook",
+        "http://198.20.0.1/hook",
+        "http://[64:ff9b::8.8.8.8]/hook",
+        "http://[2002:808:808::1]/hook",
+    ] {
+        let r = create(url).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{url}: {}", r.text);
+    }
+
+    // Stored by other means, an address in one of them is refused at
+    // delivery: a failed attempt without a connection.
+    app.db.execute(
+        "INSERT INTO webhook_endpoints (url, events, secret) \
+         VALUES ('http://198.18.0.1:9/hook', ARRAY['ping'], 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw')",
+    );
+    let id = app.db.count_of("SELECT max(id) FROM webhook_endpoints");
+    let r = app
+        .post(&format!("/api/v1/webhooks/{id}/ping"), Some(&admin), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let attempts = wait_for_attempts(&app, &admin, id, 1).await;
+    assert_eq!(attempts[0]["status_code"], Value::Null);
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reserved address"),
+        "{attempts:?}"
+    );
+}
+
+/// What a streaming receiver did: bytes of body written, whether a write
+/// failed (the client closed the connection), and for how long it wrote.
+struct Streamed {
+    written: usize,
+    write_failed: bool,
+    took: Duration,
+}
+
+/// A receiver on a raw socket: reads one request and answers 200 with a
+/// chunked body of `chunks` chunks of `chunk` bytes, pausing `pause` after
+/// each, until done or a write fails.
+async fn streaming_receiver(
+    chunks: usize,
+    chunk: usize,
+    pause: Duration,
+) -> (String, tokio::task::JoinHandle<Streamed>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = actix_web::rt::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        // The request: its head, then Content-Length bytes of body.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = socket.read(&mut buf).await.expect("read");
+            assert!(n > 0, "request cut short");
+            request.extend_from_slice(&buf[..n]);
+            let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("content-length"));
+            if request.len() >= end + 4 + length {
+                break;
+            }
+        }
+        let started = Instant::now();
+        let mut streamed = Streamed {
+            written: 0,
+            write_failed: false,
+            took: Duration::ZERO,
+        };
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+        if socket.write_all(head).await.is_err() {
+            streamed.write_failed = true;
+            return streamed;
+        }
+        let mut piece = format!("{chunk:x}\r\n").into_bytes();
+        piece.extend(std::iter::repeat_n(b'x', chunk));
+        piece.extend_from_slice(b"\r\n");
+        for _ in 0..chunks {
+            if socket.write_all(&piece).await.is_err() {
+                streamed.write_failed = true;
+                break;
+            }
+            streamed.written += chunk;
+            tokio::time::sleep(pause).await;
+        }
+        if !streamed.write_failed && socket.write_all(b"0\r\n\r\n").await.is_err() {
+            streamed.write_failed = true;
+        }
+        streamed.took = started.elapsed();
+        streamed
+    });
+    (base, task)
+}
+
+#[actix_web::test]
+async fn a_receiver_streaming_a_huge_body_is_cut_off_after_64_kib() {
+    let app = spawn_app_with(|s| s.webhooks.timeout_ms = 20_000).await;
+    let admin = app.user_with_role("admin@example.com", "admin").await.access;
+    // 64 MiB over about 4 s, far more than the timeout-bound attempt reads.
+    const CHUNKS: usize = 256;
+    const CHUNK: usize = 256 * 1024;
+    let (base, receiver) = streaming_receiver(CHUNKS, CHUNK, Duration::from_millis(15)).await;
+    let (id, _) = endpoint(&app, &admin, &format!("{base}/stream"), &["order.created"]).await;
+    let pinged = Instant::now();
+    let r = app
+        .post(&format!("/api/v1/webhooks/{id}/ping"), Some(&admin), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+
+    let attempts = wait_for_attempts(&app, &admin, id, 1).await;
+    let recorded_after = pinged.elapsed();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["status_code"], 200, "{attempts:?}");
+    assert_eq!(attempts[0]["error"], Value::Null, "{attempts:?}");
+    let duration_ms = attempts[0]["duration_ms"].as_i64().expect("duration_ms");
+    assert!(duration_ms < 1500, "the attempt read for {duration_ms} ms");
+    assert!(
+        recorded_after < Duration::from_millis(2500),
+        "recorded after {recorded_after:?}"
+    );
+
+    let streamed = tokio::time::timeout(Duration::from_secs(30), receiver)
+        .await
+        .expect("the receiver finished")
+        .expect("the receiver task");
+    assert!(
+        streamed.write_failed,
+        "the receiver wrote all {} bytes in {:?}: the connection stayed open",
+        streamed.written, streamed.took
+    );
+    assert!(
+        streamed.written < CHUNKS * CHUNK / 4,
+        "{} bytes written before the connection closed",
+        streamed.written
+    );
+    assert!(
+        streamed.took < Duration::from_secs(2),
+        "wrote for {:?}",
+        streamed.took
+    );
+}
+
+#[actix_web::test]
+async fn delivery_uses_no_proxy_from_the_environment() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A proxy that counts connections and drops them.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("addr"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    actix_web::rt::spawn(async move {
+        while let Ok((socket, _)) = proxy.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let receiver = Receiver::start(ok());
+
+    let db = TestDb::new();
+    let settings = test_settings(&db.url);
+    storefront::db::migrate::run_pending(&db.url)
+        .await
+        .expect("migrate");
+    let admin_id: i64 = db.texts(
+        "INSERT INTO users (email, password_hash, name, role) VALUES ('admin@example.com', NULL, 'Admin', 'admin') \
+         RETURNING id::text AS name",
+    )[0]
+    .parse()
+    .expect("id");
+    let admin = token(&settings, admin_id, storefront::domain::Role::Admin);
+    let mut env = vec![("NO_PROXY", ""), ("no_proxy", "")];
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        env.push((var, proxy_url.as_str()));
+    }
+    let (mut child, base) = start_binary(&db.url, &env, std::process::Stdio::null()).await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let r = Res::from(
+        http.post(format!("{base}/api/v1/webhooks"))
+            .bearer_auth(&admin)
+            .json(&json!({"url": receiver.url("/direct"), "events": ["order.created"]}))
+            .send()
+            .await
+            .expect("create endpoint"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.data()["id"].as_i64().expect("id");
+    let r = Res::from(
+        http.post(format!("{base}/api/v1/webhooks/{id}/ping"))
+            .bearer_auth(&admin)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("ping"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+
+    let got = receiver.wait_for("/direct", 15, |r| !r.is_empty()).await;
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert_eq!(got.len(), 1, "the receiver got {got:?}");
+    assert_eq!(got[0].json()["type"], "ping");
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "connections to the proxy");
 }
 
 #[actix_web::test]

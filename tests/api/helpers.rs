@@ -643,3 +643,67 @@ pub async fn start_binary(
     let _ = child.wait();
     panic!("server did not become ready");
 }
+
+/// A Prometheus series: metric name and labels.
+type Series = (String, std::collections::BTreeMap<String, String>);
+
+/// The value of the sample `series` (`name` or `name{label="value",...}`,
+/// labels in any order) in the Prometheus text exposition `text`; `None`
+/// when there is no such sample. Whole series are compared, so `x 1` is not
+/// found in `x 10`, nor `x{a="1"}` in `x{a="1",b="2"}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    let (want, _) = parse_series(series)?;
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(parse_series)
+        .find(|(s, _)| *s == want)
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// Splits a sample line into its series and what follows (value, timestamp).
+fn parse_series(line: &str) -> Option<(Series, &str)> {
+    let line = line.trim_start();
+    let end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+    let (name, mut rest) = line.split_at(end);
+    if name.is_empty() {
+        return None;
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    if let Some(mut body) = rest.strip_prefix('{') {
+        loop {
+            body = body.trim_start_matches([',', ' ']);
+            if let Some(after) = body.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (key, after) = body.split_once('=')?;
+            let quoted = after.strip_prefix('"')?;
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let close = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.insert(key.trim().to_owned(), value);
+            body = &quoted[close + 1..];
+        }
+    }
+    Some(((name.to_owned(), labels), rest))
+}
+
+/// For a test whose external tool is missing: with `switch` (such as
+/// STOREFRONT_REQUIRE_DIESEL) set to anything but "" or "0", as CI sets it,
+/// that is a failure naming what to install; otherwise the test is skipped
+/// with a note. The caller returns afterwards.
+pub fn tool_missing(switch: &str, what_to_install: &str) {
+    if std::env::var(switch).is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!("{what_to_install} ({switch} is set: this test may not be skipped)");
+    }
+    eprintln!("skipped: {what_to_install} (with {switch}=1 this is a failure)");
+}

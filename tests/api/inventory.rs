@@ -57,24 +57,31 @@ async fn two_instances_on_one_database_never_oversell() {
     let a = spawn_app().await;
     let b = a.second_instance().await;
     let admin = a.user_with_role("admin@example.com", "admin").await.access;
-    let product = a.product(&admin, "Hot item", "10.00", 50).await;
+    // 150 units for 200 single-unit orders, 100 through each instance: more
+    // than either instance alone can sell, so both must sell.
+    let product = a.product(&admin, "Hot item", "10.00", 150).await;
     let users = a.bulk_users(200);
     let results = join_all(users.iter().enumerate().map(|(i, (_, t))| {
         let app = if i % 2 == 0 { &a } else { &b };
         order(app, t, product, 1)
     }))
     .await;
-    assert_eq!(tally(&results), (50, 150, 0));
+    assert_eq!(tally(&results), (150, 50, 0));
     assert_eq!(a.stock_of(product), 0);
-    assert_eq!(a.count("SELECT count(*) FROM orders"), 50);
-    // Both instances answered (which one sells depends on whose batch locks
-    // the row first).
-    let from_b = results
-        .iter()
-        .enumerate()
-        .filter(|(i, r)| i % 2 == 1 && r.status == StatusCode::CREATED)
-        .count();
-    eprintln!("second instance sold {from_b} of 50");
+    assert_eq!(a.count("SELECT count(*) FROM orders"), 150);
+    assert_eq!(a.count("SELECT coalesce(sum(quantity), 0) FROM order_items"), 150);
+    // Each instance sold at least the 50 units the other could not, and the
+    // two shares add up to the 150.
+    let sold_by = |instance: usize| {
+        results
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| i % 2 == instance && r.status == StatusCode::CREATED)
+            .count()
+    };
+    let (from_a, from_b) = (sold_by(0), sold_by(1));
+    assert!(from_a >= 50 && from_b >= 50, "first {from_a}, second {from_b}");
+    assert_eq!(from_a + from_b, 150);
 }
 
 #[actix_web::test]
@@ -111,12 +118,30 @@ async fn concurrent_cancels_and_orders_never_drive_stock_negative() {
     let (created, conflict, other) = tally(&ordered);
     assert_eq!(other, 0);
     assert_eq!(created + conflict, 60);
-    let stock = app.stock_of(product);
-    assert!(stock >= 0);
-    // Conservation: initial 40 = stock + units in live orders.
+    // The books: the 20 first orders cancelled, each 201 a live order of 2
+    // units, and the initial 40 = stock + units in live orders.
+    let created = created as i64;
+    assert_eq!(
+        app.count("SELECT count(*) FROM orders WHERE status = 'cancelled'"),
+        20
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM orders WHERE status = 'pending'"),
+        created
+    );
     let live = app.count("SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.status <> 'cancelled'");
-    assert_eq!(stock + live, 40);
-    assert_eq!(live, 2 * created as i64);
+    assert_eq!(live, 2 * created);
+    let stock = app.stock_of(product);
+    assert_eq!(stock, 40 - 2 * created);
+    // The stock left is really there: one order takes all of it, and the
+    // next unit is refused.
+    if stock > 0 {
+        let r = order(&app, &users[0].1, product, stock).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let r = order(&app, &users[1].1, product, 1).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(app.stock_of(product), 0);
 }
 
 #[actix_web::test]
@@ -346,4 +371,178 @@ async fn orders_waiting_for_a_row_lock_are_decided_in_arrival_order() {
     assert_eq!(body["data"]["total_amount"], json!("16.00"), "{body}");
     assert_eq!(second.status(), StatusCode::CONFLICT);
     assert_eq!(app.stock_of(p), 0);
+}
+
+/// A batch pipelines BEGIN with its locking statement and its write with
+/// COMMIT on one connection; only their order on the wire makes them one
+/// transaction. Checked on the server, for a flash sale of single-unit
+/// orders (large batches): a trigger added for the test logs every change
+/// of the product's stock with its transaction's id and start time
+/// (`now()`). Every order, its items and its Idempotency-Key row carry one
+/// logged change's transaction id as `xmin`, and the order's `created_at`
+/// (the locking statement's `now()`, bound into the write) is that
+/// transaction's start time: the lock and the write ran in one transaction,
+/// begun before the lock (else the lock's `now()` would be that of an
+/// autocommit of its own) and committed after the write (else the write
+/// would run alone, in a transaction begun later). Each change's decrement is
+/// the units of its own orders, the product row ends as the last change left
+/// it, and there are fewer transactions than orders.
+#[actix_web::test]
+async fn each_pipelined_batch_reaches_postgres_as_one_transaction_in_order() {
+    let app = spawn_app().await;
+    let admin = app.user_with_role("admin@example.com", "admin").await.access;
+    let product = app.product(&admin, "Flash", "4.00", 200).await;
+    app.db.batch(&format!(
+        "CREATE TABLE stock_log (xid bigint, started timestamptz, old_stock int, new_stock int); \
+         CREATE FUNCTION log_stock() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO stock_log VALUES (txid_current() % 4294967296, now(), OLD.stock_quantity, \
+             NEW.stock_quantity); \
+           RETURN NULL; END $$; \
+         CREATE TRIGGER log_stock AFTER UPDATE OF stock_quantity ON products FOR EACH ROW \
+           WHEN (OLD.id = {product} AND OLD.stock_quantity IS DISTINCT FROM NEW.stock_quantity) \
+           EXECUTE FUNCTION log_stock()"
+    ));
+    let users = app.bulk_users(300);
+    let body = json!({"items": [{"product_id": product, "quantity": 1}]});
+    let results = join_all(users.iter().enumerate().map(|(i, (_, token))| {
+        let req = app
+            .client
+            .post(app.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .header("idempotency-key", format!("flash-{i}"))
+            .json(&body);
+        async move { Res::from(req.send().await.expect("send")).await }
+    }))
+    .await;
+    assert_eq!(tally(&results), (200, 100, 0));
+    assert_eq!(app.stock_of(product), 0);
+    assert_eq!(app.count("SELECT count(*) FROM orders"), 200);
+    assert_eq!(app.count("SELECT count(*) FROM order_items"), 200);
+
+    let xid = "xmin::text::bigint";
+    // No order that does not belong to exactly one logged stock change...
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM orders o WHERE (SELECT count(*) FROM stock_log l WHERE l.xid = o.{xid}) <> 1"
+        )),
+        0
+    );
+    // ...or whose change's transaction did not begin when the batch's
+    // locking statement ran.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM orders o JOIN stock_log l ON l.xid = o.{xid} WHERE l.started <> o.created_at"
+        )),
+        0
+    );
+    // Its items and its Idempotency-Key row were written by that transaction.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id WHERE i.{xid} <> o.{xid}"
+        )),
+        0
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM idempotency_keys k JOIN orders o ON o.id = k.order_id \
+             WHERE k.{xid} = o.{xid} AND k.response_status = 201"
+        )),
+        200
+    );
+    // Each change took exactly the units of its own orders, and the changes
+    // add up to the sale.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM stock_log l WHERE l.old_stock - l.new_stock <> \
+             (SELECT count(*) FROM orders o WHERE o.{xid} = l.xid)"
+        )),
+        0
+    );
+    assert_eq!(app.count("SELECT sum(old_stock - new_stock) FROM stock_log"), 200);
+    // One logged change per transaction that wrote orders, and the product's
+    // row version is the one the last of them wrote.
+    let batches = app.count(&format!("SELECT count(DISTINCT {xid}) FROM orders"));
+    assert_eq!(app.count("SELECT count(*) FROM stock_log"), batches);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM products p JOIN stock_log l ON l.xid = p.{xid} \
+             WHERE p.id = {product} AND l.new_stock = 0"
+        )),
+        1
+    );
+    assert!(batches < 200, "{batches} transactions for 200 orders");
+}
+
+/// A batch's transaction dropped unfinished where `spawn_local` would
+/// panic: in a runtime without a `LocalSet`, and on a thread without a
+/// runtime. Neither drop panics, the transaction ends (aborted), and the
+/// pool never hands out the connection inside it: rolled back and reused in
+/// the runtime, discarded without one.
+#[test]
+fn an_unfinished_batch_transaction_dropped_outside_a_local_set_ends_and_never_returns_open() {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel_async::RunQueryDsl;
+    use storefront::actors::inventory::OpenTransaction;
+
+    let db = crate::helpers::TestDb::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pool = runtime
+        .block_on(async { storefront::db::build_pool(&db.url, 1, std::time::Duration::from_secs(5), None) });
+    // The fate of transaction `xid`, once Postgres knows it.
+    let ended = |xid: i64| {
+        let pool = pool.clone();
+        async move {
+            for _ in 0..100 {
+                let mut conn = pool.get().await.expect("connection");
+                let status: String = diesel::select(diesel::dsl::sql::<Text>(&format!("txid_status({xid})")))
+                    .get_result(&mut *conn)
+                    .await
+                    .expect("txid_status");
+                if status != "in progress" {
+                    return status;
+                }
+                drop(conn);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("transaction {xid} is still open");
+        }
+    };
+    let current = |pool: storefront::db::DbPool| async move {
+        let mut conn = pool.get().await.expect("connection");
+        diesel::select(diesel::dsl::sql::<BigInt>("txid_current()"))
+            .get_result::<i64>(&mut *conn)
+            .await
+            .expect("txid_current")
+    };
+
+    runtime.block_on(async {
+        // In a runtime, outside any LocalSet.
+        let (tx, xid) = OpenTransaction::begin(&pool).await.expect("begin");
+        drop(tx);
+        assert_eq!(ended(xid).await, "aborted");
+        assert_ne!(current(pool.clone()).await, xid);
+        let state = pool.state();
+        assert_eq!(
+            (state.connections, state.statistics.connections_closed_broken),
+            (1, 0),
+            "rolled back and reused"
+        );
+
+        // On a thread without a runtime.
+        let (tx, xid) = OpenTransaction::begin(&pool).await.expect("begin");
+        std::thread::spawn(move || drop(tx))
+            .join()
+            .expect("the drop did not panic");
+        let state = pool.state();
+        assert_eq!(
+            (state.connections, state.statistics.connections_closed_broken),
+            (0, 1),
+            "discarded"
+        );
+        assert_eq!(ended(xid).await, "aborted");
+        assert_ne!(current(pool.clone()).await, xid);
+    });
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod catalog;
+mod cli;
 mod docs;
 mod events;
 mod fuzz;

@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{blocking, free_port, start_binary, test_settings, Res, TestDb};
+use crate::helpers::{blocking, free_port, metric, start_binary, test_settings, Res, TestDb};
 
 #[actix_web::test]
 async fn sigterm_finishes_in_flight_orders_and_every_acknowledged_order_is_stored() {
@@ -151,25 +151,73 @@ async fn metrics_expose_http_inventory_orders_pools_and_cache() {
         .expect("ascii")
         .starts_with("text/plain"));
     let text = r.text().await.expect("body");
-    for needle in [
-        r#"storefront_http_requests_total{method="POST",route="/api/v1/orders",status="201"} 1"#,
-        r#"storefront_http_requests_total{method="POST",route="/api/v1/orders",status="409"} 1"#,
-        r#"storefront_http_request_duration_seconds_bucket{method="GET",route="/api/v1/products/{id}",status="200""#,
-        "storefront_inventory_batch_size_count 5",
-        "storefront_inventory_queue_depth 0",
-        "storefront_inventory_batches_total 5",
-        "storefront_inventory_batch_duration_seconds_count 5",
-        r#"storefront_reservations_total{event="created"} 1"#,
-        r#"storefront_reservations_total{event="released"} 1"#,
-        "storefront_orders_placed_total 1",
-        r#"storefront_orders_rejected_total{reason="insufficient_stock"} 1"#,
-        r#"storefront_db_pool_connections{pool="inventory",state="idle"}"#,
-        r#"storefront_db_pool_connections{pool="user",state="in_use"}"#,
-        "storefront_cache_hits_total 1",
-        "storefront_cache_misses_total",
+    // Five batches of one request each: the start-up expiry sweep, two
+    // orders, a hold and its release. Nothing runs while /metrics answers.
+    for (series, value) in [
+        (
+            r#"storefront_http_requests_total{method="POST",route="/api/v1/orders",status="201"}"#,
+            1.0,
+        ),
+        (
+            r#"storefront_http_requests_total{method="POST",route="/api/v1/orders",status="409"}"#,
+            1.0,
+        ),
+        (
+            r#"storefront_http_requests_total{method="GET",route="/api/v1/products/{id}",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"storefront_http_request_duration_seconds_bucket{method="GET",route="/api/v1/products/{id}",status="200",le="+Inf"}"#,
+            2.0,
+        ),
+        (
+            r#"storefront_http_request_duration_seconds_count{method="GET",route="/api/v1/products/{id}",status="200"}"#,
+            2.0,
+        ),
+        ("storefront_inventory_batch_size_count", 5.0),
+        ("storefront_inventory_batch_size_sum", 5.0),
+        ("storefront_inventory_queue_depth", 0.0),
+        ("storefront_inventory_batches_total", 5.0),
+        ("storefront_inventory_batch_duration_seconds_count", 5.0),
+        (r#"storefront_reservations_total{event="created"}"#, 1.0),
+        (r#"storefront_reservations_total{event="released"}"#, 1.0),
+        (r#"storefront_reservations_total{event="expired"}"#, 0.0),
+        ("storefront_orders_placed_total", 1.0),
+        (
+            r#"storefront_orders_rejected_total{reason="insufficient_stock"}"#,
+            1.0,
+        ),
+        (
+            r#"storefront_db_pool_connections{pool="inventory",state="idle"}"#,
+            1.0,
+        ),
+        (
+            r#"storefront_db_pool_connections{pool="inventory",state="in_use"}"#,
+            0.0,
+        ),
+        (
+            r#"storefront_db_pool_connections{pool="user",state="in_use"}"#,
+            0.0,
+        ),
+        // The first read of the product misses, the second hits.
+        ("storefront_cache_hits_total", 1.0),
+        ("storefront_cache_misses_total", 1.0),
     ] {
-        assert!(text.contains(needle), "missing {needle}\n{text}");
+        assert_eq!(metric(&text, series), Some(value), "{series}\n{text}");
     }
+}
+
+/// `metric` compares whole series (name and every label, in any order), so
+/// one sample never stands in for another.
+#[test]
+fn metric_reads_exactly_the_series_asked_for() {
+    let text = "# TYPE a counter\na 10\na{x=\"1\",y=\"2\"} 3\nb{route=\"/p/{id}\",le=\"+Inf\"} 2.5\n";
+    assert_eq!(metric(text, "a"), Some(10.0));
+    assert_eq!(metric(text, r#"a{y="2",x="1"}"#), Some(3.0));
+    assert_eq!(metric(text, r#"a{x="1"}"#), None);
+    assert_eq!(metric(text, r#"b{le="+Inf",route="/p/{id}"}"#), Some(2.5));
+    assert_eq!(metric(text, "b"), None);
+    assert_eq!(metric(text, "TYPE"), None);
 }
 
 #[actix_web::test]

@@ -173,7 +173,7 @@ impl Handler<CreateEndpoint> for WebhookActor {
 
     fn handle(&mut self, msg: CreateEndpoint, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        crate::actors::guarded("WebhookActor", async move {
             let mut conn = pool.get().await?;
             let secret = new_secret();
             let row = webhook::create(
@@ -199,7 +199,7 @@ impl Handler<ListEndpoints> for WebhookActor {
 
     fn handle(&mut self, msg: ListEndpoints, _: &mut Context<Self>) -> Self::Result {
         let (pool, cursors) = (self.pool.clone(), self.cursors.clone());
-        Box::pin(async move {
+        crate::actors::guarded("WebhookActor", async move {
             let mut conn = pool.get().await?;
             cursors
                 .serve(
@@ -229,7 +229,7 @@ impl Handler<GetEndpoint> for WebhookActor {
 
     fn handle(&mut self, msg: GetEndpoint, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        crate::actors::guarded("WebhookActor", async move {
             let mut conn = pool.get().await?;
             webhook::find(&mut conn, msg.id)
                 .await?
@@ -244,7 +244,7 @@ impl Handler<UpdateEndpoint> for WebhookActor {
 
     fn handle(&mut self, msg: UpdateEndpoint, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        crate::actors::guarded("WebhookActor", async move {
             let mut conn = pool.get().await?;
             webhook::update(&mut conn, msg.id, msg.changes)
                 .await?
@@ -259,7 +259,7 @@ impl Handler<DeleteEndpoint> for WebhookActor {
 
     fn handle(&mut self, msg: DeleteEndpoint, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        crate::actors::guarded("WebhookActor", async move {
             let mut conn = pool.get().await?;
             if webhook::delete(&mut conn, msg.id).await? {
                 Ok(())
@@ -275,7 +275,7 @@ impl Handler<RotateSecret> for WebhookActor {
 
     fn handle(&mut self, msg: RotateSecret, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        crate::actors::guarded("WebhookActor", async move {
             let mut conn = pool.get().await?;
             let secret = new_secret();
             if webhook::set_secret(&mut conn, msg.id, &secret).await? {
@@ -292,7 +292,7 @@ impl Handler<Ping> for WebhookActor {
 
     fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> Self::Result {
         let (pool, outbox) = (self.pool.clone(), self.outbox.clone());
-        Box::pin(async move {
+        crate::actors::guarded("WebhookActor", async move {
             let mut conn = pool.get().await?;
             let endpoint = webhook::find(&mut conn, msg.id).await?.ok_or_else(not_found)?;
             if !endpoint.is_active {
@@ -328,7 +328,7 @@ impl Handler<ListAttempts> for WebhookActor {
 
     fn handle(&mut self, msg: ListAttempts, _: &mut Context<Self>) -> Self::Result {
         let (pool, cursors) = (self.pool.clone(), self.cursors.clone());
-        Box::pin(async move {
+        crate::actors::guarded("WebhookActor", async move {
             let mut conn = pool.get().await?;
             webhook::find(&mut conn, msg.id).await?.ok_or_else(not_found)?;
             let id = msg.id;
@@ -393,7 +393,11 @@ impl Delivery {
         outbox: Outbox,
         metrics: Arc<Metrics>,
     ) -> reqwest::Result<Self> {
+        // No proxy from the environment (HTTP(S)_PROXY, ALL_PROXY): behind
+        // one, names resolve at the proxy and the private-address guard of
+        // `target` would not apply.
         let mut client = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms))
@@ -650,6 +654,9 @@ async fn attempt(client: &reqwest::Client, settings: &WebhookSettings, c: Claime
     }
 }
 
+/// The most of a response body an attempt reads.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
 /// The request itself; `Ok(status)` when a response came.
 async fn send(
     client: &reqwest::Client,
@@ -664,7 +671,7 @@ async fn send(
     let signature = standardwebhooks::Webhook::new(&c.secret)
         .and_then(|w| w.sign(id, timestamp, body.as_bytes()))
         .map_err(|e| format!("cannot sign: {e}"))?;
-    let response = client
+    let mut response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(standardwebhooks::HEADER_WEBHOOK_ID, id)
@@ -675,8 +682,16 @@ async fn send(
         .await
         .map_err(|e| describe(&e, settings.timeout_ms))?;
     let status = response.status().as_u16();
-    // Read the body so the connection can be reused.
-    let _ = response.bytes().await;
+    // Read (and discard) a short body so the connection can be reused; a
+    // longer one is left unread, and dropping the response closes the
+    // connection.
+    let mut read = 0;
+    while read < MAX_RESPONSE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            Ok(None) | Err(_) => break,
+        }
+    }
     Ok(i16::try_from(status).unwrap_or(i16::MAX))
 }
 

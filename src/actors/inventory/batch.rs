@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 
+use diesel::connection::TransactionManagerStatus;
 use diesel::prelude::*;
 use diesel_async::{
-    pooled_connection::bb8::PooledConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    pooled_connection::bb8::PooledConnection, AsyncConnection, AsyncPgConnection, RunQueryDsl,
+    SimpleAsyncConnection, TransactionManager,
 };
 use tokio::sync::oneshot;
 
@@ -58,8 +60,8 @@ pub async fn execute(
 }
 
 /// A batch's connection and whether its transaction is open. Dropped while
-/// open (a panic mid-batch), it rolls the connection back before it can be
-/// reused.
+/// open (a panic or a cancellation mid-batch), it rolls the connection back
+/// before it can be reused, or has the pool discard it.
 struct Tx {
     conn: Option<PooledConnection<'static, AsyncPgConnection>>,
     open: bool,
@@ -144,15 +146,58 @@ impl Tx {
 }
 
 impl Drop for Tx {
+    /// An open transaction is rolled back by a task on the current runtime
+    /// before the connection returns to the pool. The connection is marked
+    /// broken first, so that should the rollback never run (no runtime, or a
+    /// runtime shutting down drops the task) or fail, the pool discards it:
+    /// Postgres then ends the transaction with the session, and no caller is
+    /// ever handed a connection inside a batch's transaction. `spawn` rather
+    /// than `spawn_local`: a drop outside a `LocalSet` must not panic.
     fn drop(&mut self) {
         if !self.open {
             return;
         }
-        if let Some(mut conn) = self.conn.take() {
-            tokio::task::spawn_local(async move {
-                let _ = conn.batch_execute("ROLLBACK").await;
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        status(&mut conn).set_in_error();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if conn.batch_execute("ROLLBACK").await.is_ok() {
+                    *status(&mut conn) = TransactionManagerStatus::default();
+                }
             });
         }
+    }
+}
+
+/// The status the pool reads to decide whether a returned connection is
+/// broken. The batch drives its transaction by hand, so the status says "no
+/// transaction" unless `Tx` sets it.
+fn status(conn: &mut AsyncPgConnection) -> &mut TransactionManagerStatus {
+    <AsyncPgConnection as AsyncConnection>::TransactionManager::transaction_manager_status_mut(conn)
+}
+
+/// A batch's transaction, opened and left unfinished, for tests of what
+/// dropping it does.
+#[doc(hidden)]
+pub struct OpenTransaction {
+    _tx: Tx,
+}
+
+impl OpenTransaction {
+    /// Takes a connection of `pool` and opens a transaction on it as a batch
+    /// does; returns it with the transaction's id (`txid_current()`).
+    pub async fn begin(pool: &DbPool) -> Result<(Self, i64), AppError> {
+        let mut tx = Tx {
+            conn: Some(pool.get_owned().await?),
+            open: false,
+        };
+        tx.begin().await?;
+        let xid = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("txid_current()"))
+            .get_result(tx.conn()?)
+            .await?;
+        Ok((Self { _tx: tx }, xid))
     }
 }
 

@@ -43,6 +43,8 @@ use tokio::sync::oneshot;
 
 pub use self::allocate::Line;
 use self::allocate::{NewHold, Op, Outcome};
+#[doc(hidden)]
+pub use self::batch::OpenTransaction;
 use crate::{
     actors::events::Outbox,
     auth::AuthUser,

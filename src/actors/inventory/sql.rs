@@ -331,8 +331,10 @@ impl Query for WriteBatch {
 /// hold). Not `batch_execute` either: the simple protocol bypasses
 /// diesel-async's statement-cache lock, and that lock is what keeps
 /// statements issued together on one connection in their order: a COMMIT
-/// sent that way overtook a write that was still being prepared, and the
-/// write ran outside the transaction (caught by the oversell tests).
+/// sent that way can overtake a write that is still being prepared, and the
+/// write then runs outside the transaction. The API test
+/// `each_pipelined_batch_reaches_postgres_as_one_transaction_in_order`
+/// checks on the server that every batch is one transaction.
 macro_rules! control_statement {
     ($name:ident, $sql:literal) => {
         #[derive(QueryId)]
