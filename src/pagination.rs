@@ -193,7 +193,7 @@ impl CursorCodec {
         version: ApiVersion,
         params: &PageParams,
         scope: &str,
-    ) -> Result<PageRequest<K>, Vec<FieldError>> {
+    ) -> Result<PageRequest<K>, AppError> {
         let mut errors = Vec::new();
         let limit = parse_int(
             "limit",
@@ -208,7 +208,7 @@ impl CursorCodec {
                 // Bounded so that offset * limit never overflows.
                 let page = parse_int("page", params.page.as_deref(), 1, 1, 1_000_000, &mut errors);
                 if errors.is_empty() && (page - 1) * limit >= MAX_OFFSET_ROWS {
-                    errors.push(FieldError::new("page", MAX_OFFSET_MESSAGE));
+                    return Err(AppError::BadRequest(MAX_OFFSET_MESSAGE.into()));
                 }
                 PageRequest::Offset { page, limit }
             }
@@ -229,7 +229,7 @@ impl CursorCodec {
         if errors.is_empty() {
             Ok(request)
         } else {
-            Err(errors)
+            Err(AppError::Validation(errors))
         }
     }
 
@@ -336,9 +336,9 @@ mod tests {
             cursor: None,
         };
         assert!(c.page_request::<i64>(ApiVersion::V1, &p("1", "100"), "x").is_ok());
-        let errs = c
-            .page_request::<i64>(ApiVersion::V1, &p("0", "101"), "x")
-            .expect_err("invalid");
+        let Err(AppError::Validation(errs)) = c.page_request::<i64>(ApiVersion::V1, &p("0", "101"), "x") else {
+            panic!("invalid limit and page must be a validation error");
+        };
         let fields: Vec<_> = errs.iter().filter_map(|e| e.field.clone()).collect();
         assert_eq!(fields, ["limit", "page"]);
         assert!(c
@@ -366,12 +366,12 @@ mod tests {
             );
         }
         for (page, limit) in [("1001", "10"), ("101", "100"), ("10001", "1"), ("1000000", "100")] {
-            let errs = c
-                .page_request::<i64>(ApiVersion::V1, &p(page, limit), "x")
-                .expect_err("too deep");
-            assert_eq!(errs.len(), 1, "page={page}&limit={limit}");
-            assert_eq!(errs[0].field.as_deref(), Some("page"));
-            assert_eq!(errs[0].message, MAX_OFFSET_MESSAGE);
+            match c.page_request::<i64>(ApiVersion::V1, &p(page, limit), "x") {
+                Err(AppError::BadRequest(message)) => {
+                    assert_eq!(message, MAX_OFFSET_MESSAGE, "page={page}&limit={limit}")
+                }
+                other => panic!("page={page}&limit={limit}: {other:?}"),
+            }
         }
         // Without a limit the default (10) counts.
         let deep = PageParams {

@@ -836,13 +836,9 @@ async fn v1_offset_pages_stop_at_row_ten_thousand_on_every_list() {
         for query in ["page=1001&limit=10", "page=101&limit=100", "page=1001"] {
             let r = app.get(&format!("{list}?{query}"), Some(&admin)).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{list}?{query}: {}", r.text);
-            assert_eq!(r.body["message"], json!("Validation Error"), "{list}?{query}");
             assert_eq!(
-                r.body["errors"],
-                json!([{
-                    "field": "page",
-                    "message": "Offset pagination stops at 10,000 rows; use /api/v2 with cursor"
-                }]),
+                r.body["message"],
+                json!("Offset pagination stops at 10,000 rows; use /api/v2 with cursor"),
                 "{list}?{query}"
             );
         }

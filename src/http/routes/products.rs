@@ -102,11 +102,15 @@ pub async fn list(
     }
     let page = match state.cursors.page_request(version, &q.page, sort.scope()) {
         Ok(p) => Some(p),
-        Err(errors) => {
+        Err(AppError::Validation(errors)) => {
             for e in errors {
                 f.push(e.field.as_deref().unwrap_or("cursor"), e.message);
             }
             None
+        }
+        Err(other) => {
+            f.finish()?;
+            return Err(other);
         }
     };
     f.finish()?;
