@@ -336,7 +336,8 @@ mod tests {
             cursor: None,
         };
         assert!(c.page_request::<i64>(ApiVersion::V1, &p("1", "100"), "x").is_ok());
-        let Err(AppError::Validation(errs)) = c.page_request::<i64>(ApiVersion::V1, &p("0", "101"), "x") else {
+        let Err(AppError::Validation(errs)) = c.page_request::<i64>(ApiVersion::V1, &p("0", "101"), "x")
+        else {
             panic!("invalid limit and page must be a validation error");
         };
         let fields: Vec<_> = errs.iter().filter_map(|e| e.field.clone()).collect();
